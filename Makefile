@@ -1,0 +1,66 @@
+# longctx: the verbs. `make paper` and `make test` set themselves up on first use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+-include .env
+export
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LONGCTX := $(VENV)/bin/longctx
+STAMP := $(VENV)/.installed
+PROFILE ?=
+PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+
+.PHONY: help setup test lint smoke baseline experiments tables figures pdf paper bench lock clean \
+        docker-build docker-run docker-pin
+
+help: ## list the verbs
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install the pinned dependencies
+
+test: $(STAMP) ## run the test suite (CPU, no network)
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check src tests
+
+smoke: $(STAMP) ## the kick-the-tires run: every stage on tiny models, CPU, minutes
+	$(MAKE) paper PROFILE=smoke
+
+baseline: $(STAMP) ## the recompute baselines of the selected profile
+	$(LONGCTX) run baseline $(PROFILE_ARG)
+
+experiments: $(STAMP) ## run every plan of the selected profile through the result store
+	$(LONGCTX) run all $(PROFILE_ARG)
+
+tables: $(STAMP) ## generate NeurIPS/generated/*.tex from the result JSON
+	$(LONGCTX) tables $(PROFILE_ARG)
+
+figures: $(STAMP) ## generate the figures from the result JSON
+	$(LONGCTX) figures $(PROFILE_ARG)
+
+pdf: $(STAMP) ## build NeurIPS/main.pdf from the generated files
+	$(LONGCTX) paper build $(PROFILE_ARG)
+
+paper: $(STAMP) ## run what is missing or stale, then tables, figures and NeurIPS/main.pdf
+	$(LONGCTX) paper all $(PROFILE_ARG)
+
+bench: $(STAMP) ## performance benchmarks (profile timing on GPU; small shapes on CPU)
+	$(LONGCTX) bench all
+
+lock: ## re-pin requirements.lock from a fresh venv (needs network)
+	rm -rf /tmp/longctx-lock && $(PYTHON) -m venv /tmp/longctx-lock
+	/tmp/longctx-lock/bin/pip install --quiet torch==2.13.0 -e .[dev]
+	/tmp/longctx-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean: ## remove generated tables, figures and the PDF (results are kept)
+	rm -rf NeurIPS/generated/*.tex NeurIPS/figures/*.pdf NeurIPS/main.pdf

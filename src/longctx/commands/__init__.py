@@ -1,0 +1,1 @@
+"""CLI subcommands: each module registers one parser and stays a thin layer over the library."""

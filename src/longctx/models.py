@@ -1,0 +1,153 @@
+"""Loading models offline-first and describing exactly what was loaded.
+
+``--model`` accepts a local Hugging Face directory, a hub id resolved from the offline cache (never
+the network), or ``random:<arch>`` (a known architecture with seeded random weights, for the
+timing profile: speed and memory do not depend on weight values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longctx.errors import UsageError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+RANDOM_PREFIX = "random:"
+_SNAPSHOT_RE = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<sha>[0-9a-f]{40})")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: dict  # the ``inputs.model`` block of a result
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise UsageError(f"unknown --dtype {name!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def apply_cuda_visible(cuda: str | None) -> None:
+    """``--cuda 0,1``: restrict visible GPUs before CUDA initialises (the seed's convention)."""
+    if cuda:
+        if not re.fullmatch(r"\d+(,\d+)*", cuda):
+            raise UsageError(f"--cuda must be a comma-separated list of GPU indices, got {cuda!r}")
+        os.environ["CUDA_VISIBLE_DEVICES"] = cuda
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} requested but no CUDA device is visible")
+    return device
+
+
+def resolve_model_dir(spec: str) -> tuple[Path, str]:
+    """Map ``--model`` to a local directory and its revision; never touches the network."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UsageError(f"model directory {path} has no config.json")
+        return path, local_revision(path)
+    if path.exists() or spec.startswith((".", "/")):
+        raise UsageError(f"model {spec!r}: not a model directory")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snap = Path(snapshot_download(spec, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise UsageError(
+            f"model {spec!r} is not a local directory and not in the offline Hugging Face cache "
+            f"(HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}); fetch it with "
+            f"`longctx assets fetch` or pass a local directory ({type(exc).__name__})"
+        ) from None
+    return snap, local_revision(snap)
+
+
+def local_revision(path: Path) -> str:
+    """The commit sha for a hub-cache snapshot; else a content hash of config + weights (never empty)."""
+    match = _SNAPSHOT_RE.search(str(path.resolve()))
+    if match:
+        return match.group("sha")
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.suffix in {".json", ".safetensors", ".bin"} and p.is_file())
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def load_causal_lm(
+    spec: str,
+    *,
+    dtype: str = "float32",
+    device: str | None = "auto",
+    cuda: str | None = None,
+    tokenizer: str | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load a causal LM (and its tokenizer) for evaluation: eval mode, parameters frozen."""
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = parse_dtype(dtype)
+    apply_cuda_visible(cuda)
+    multi_gpu = bool(cuda and "," in cuda)
+    device = resolve_device(device)
+    if spec.startswith(RANDOM_PREFIX):
+        model, model_dir, revision = _random_model(spec, torch_dtype, device, seed), None, None
+        if tokenizer is None:
+            raise UsageError(f"--model {spec} has random weights and no tokenizer; pass a tokenizer directory")
+    else:
+        model_dir, revision = resolve_model_dir(spec)
+        kwargs = {"dtype": torch_dtype, "local_files_only": True}
+        kwargs["device_map"] = "balanced" if multi_gpu else device
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    tok_dir, tok_rev = (model_dir, revision) if tokenizer is None else resolve_model_dir(tokenizer)
+    tok = load_tokenizer(tok_dir)
+    model.eval()
+    model.requires_grad_(False)
+    info = {
+        "model_id": spec,
+        "model_revision": revision or f"random-init:seed={seed}",
+        "tokenizer": str(tokenizer or spec),
+        "tokenizer_revision": tok_rev,
+        "dtype": dtype,
+        "device_map": getattr(model, "hf_device_map", None) or str(device),
+        "architecture": type(model).__name__,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return LoadedModel(model=model, tokenizer=tok, info=info)
+
+
+def _random_model(spec: str, dtype: torch.dtype, device: str, seed: int):
+    from transformers import AutoModelForCausalLM
+
+    from longctx.architectures import RANDOM_ARCHS, make_config
+
+    arch = spec[len(RANDOM_PREFIX) :]
+    if arch not in RANDOM_ARCHS:
+        raise UsageError(f"unknown random architecture {arch!r}; known: {', '.join(RANDOM_ARCHS)}")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(make_config(arch), dtype=dtype)
+    return model
