@@ -85,7 +85,9 @@ def make_tiny(out_dir: str | Path, seed: int = 0, train_steps: int = 200) -> dic
     for name, template in (("tiny-gpt-neox", None), ("tiny-qwen3", QWEN3_CHAT_TEMPLATE)):
         torch.manual_seed(seed)
         config = make_config(
-            name, bos_token_id=causal_tok.eos_token_id, eos_token_id=causal_tok.eos_token_id,
+            name,
+            bos_token_id=causal_tok.eos_token_id,
+            eos_token_id=causal_tok.eos_token_id,
             pad_token_id=causal_tok.pad_token_id,
         )
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -93,7 +95,12 @@ def make_tiny(out_dir: str | Path, seed: int = 0, train_steps: int = 200) -> dic
         paths[name] = _save(model, causal_tok, out / name, seed, train_steps, chat_template=template)
     torch.manual_seed(seed)
     mlm_tok = _fast_tokenizer(
-        tok, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>", pad_token="<pad>",
+        tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
         mask_token="<mask>",
     )
     mlm_tok.model_max_length = 4096

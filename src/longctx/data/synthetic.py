@@ -20,7 +20,9 @@ def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
     while len(words) < size:
         n_syll = int(rng.choice([1, 2, 2, 3]))
         word = "".join(
-            _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] + _CODAS[rng.integers(len(_CODAS))]
+            _ONSETS[rng.integers(len(_ONSETS))]
+            + _VOWELS[rng.integers(len(_VOWELS))]
+            + _CODAS[rng.integers(len(_CODAS))]
             for _ in range(n_syll)
         )
         if word not in seen:
@@ -41,10 +43,7 @@ def synthetic_text(n_words: int, seed: int = 0, vocab_size: int = 600) -> str:
     sentence_len, word_in_sentence, prev = int(rng.integers(5, 25)), 0, int(rng.choice(vocab_size, p=zipf))
     paragraph_sentences = 0
     for _ in range(n_words):
-        if rng.random() < 0.7:
-            cur = int(successors[prev, rng.integers(6)])
-        else:
-            cur = int(rng.choice(vocab_size, p=zipf))
+        cur = int(successors[prev, rng.integers(6)]) if rng.random() < 0.7 else int(rng.choice(vocab_size, p=zipf))
         word = vocab[cur]
         if word_in_sentence == 0:
             word = word.capitalize()
