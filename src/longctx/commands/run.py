@@ -1,5 +1,54 @@
-"""`longctx run`: registered by its own issue's work."""
+"""`longctx run PLAN`: run a plan (or a slice of it) of one profile through the result store."""
+
+from __future__ import annotations
+
+import os
+
+from longctx.errors import RunFailure, UsageError
+
+# Slices of the plan a user can ask for by name (groups of cells).
+SLICES = {
+    "all": None,
+    "baseline": None,
+    "main": {"main"},
+    "ablations": {"ablations"},
+    "sweeps": {"sweep_R", "sweep_sigma", "sweep_delta"},
+    "profiling": {"profiling"},
+    "time-curve": {"time_curve_output", "time_curve_prompt"},
+}
 
 
 def register(sub) -> None:
-    """Placeholder until the run subcommand lands (see the issue tracker)."""
+    p = sub.add_parser("run", help="run a plan of the selected profile (skips valid results, reruns stale ones)")
+    p.add_argument("plan", choices=sorted(SLICES), help="which part of the plan")
+    p.add_argument("--profile", default=None, help="smoke | timing | full (default: PROFILE or automatic)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--dry-run", action="store_true", help="print what would run; run nothing (also DRY_RUN=1)")
+    p.set_defaults(func=run)
+
+
+def select_cells(plan, name: str):
+    """Restrict a plan to the named slice (``baseline``: the recompute cells only)."""
+    if name == "all":
+        return plan
+    if name == "baseline":
+        plan.cells = [c for c in plan.cells if c.study == "streaming" and c.config.get("method") == "recompute"]
+    else:
+        plan.cells = [c for c in plan.cells if c.group in SLICES[name]]
+    if not plan.cells:
+        raise UsageError(f"plan slice {name!r} has no cells in profile {plan.profile} (check RUN_* knobs)")
+    return plan
+
+
+def run(args) -> int:
+    from longctx.plans import load_plan, select_profile
+    from longctx.runner import run_plan
+
+    profile, why = select_profile(args.profile)
+    print(f"profile: {profile} ({why})")
+    plan = select_cells(load_plan(profile), args.plan)
+    dry = args.dry_run or os.environ.get("DRY_RUN", "") not in ("", "0")
+    report = run_plan(plan, results_root=args.results_dir, dry_run=dry)
+    if report.failures:
+        raise RunFailure(f"{len(report.failures)} cell(s) failed: {', '.join(sorted(report.failures))}")
+    return 0

@@ -1,0 +1,66 @@
+"""Plans as data: cell expansion, shared ids, environment knobs, profile selection."""
+
+import pytest
+
+from longctx.errors import UsageError
+from longctx.plans import PROFILES, load_plan, select_profile
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_expands(profile):
+    plan = load_plan(profile, env={})
+    groups = plan.groups()
+    assert {"main", "ablations", "sweep_R", "sweep_sigma", "sweep_delta", "profiling"} <= set(groups)
+    assert {"time_curve_output", "time_curve_prompt"} <= set(groups)
+    assert len(groups["main"]) == 6
+    methods = {c.config["method"] for c in groups["time_curve_output"]}
+    assert len(methods) == 9
+
+
+def test_paper_matrix_of_the_full_profile():
+    plan = load_plan("full", env={})
+    main = {(c.labels["dataset"], c.config["method"]): c.config for c in plan.groups()["main"]}
+    assert main[("pg19", "recompute")]["cap_total"] == 2048 and main[("pg19", "recompute")]["n_sink"] == 0
+    assert main[("pg19", "start_recent")]["n_sink"] == 32
+    assert main[("pg19", "lazy")]["compress_every"] == 64
+    assert main[("pg19", "lazy")]["max_eval_tokens"] == 20000
+    assert main[("wikitext", "lazy")]["max_eval_tokens"] == 4096
+    assert [c.config["compress_every"] for c in plan.groups()["sweep_R"]] == [1, 4, 16, 32, 64, 128]
+    outputs = [c.config["output_len"] for c in plan.groups()["time_curve_output"] if c.config["method"] == "IG"]
+    assert outputs == [10, 100, 500, 1000, 2000, 5000, 10000]
+
+
+def test_equal_configs_share_one_cell():
+    plan = load_plan("full", env={})
+    lazy_main = next(c for c in plan.groups()["main"] if c.config["method"] == "lazy" and c.labels["dataset"] == "pg19")
+    r64 = next(c for c in plan.groups()["sweep_R"] if c.config["compress_every"] == 64)
+    assert lazy_main.id == r64.id
+    assert len(plan.unique_cells()) < len(plan.cells)
+
+
+def test_environment_knobs():
+    env = {"RUN_SWEEPS": "0", "RUN_ABLATIONS": "0", "REPEATS": "5", "WARMUP": "2"}
+    plan = load_plan("smoke", env=env)
+    assert not {"sweep_R", "ablations"} & set(plan.groups())
+    assert all(c.config["repeats"] == 5 and c.config["warmup"] == 2 for c in plan.cells)
+    plan = load_plan("smoke", env={"SWEEP_R_VALUES": "1 3", "RUN_QUALITY_HEURISTICS": "0"})
+    assert [c.config["compress_every"] for c in plan.groups()["sweep_R"]] == [1, 3]
+    assert "sweep_sigma" not in plan.groups()
+    assert all(c.study == "streaming" for c in load_plan("smoke", env={"STUDIES": "streaming"}).cells)
+
+
+@pytest.mark.parametrize(
+    "env", [{"RUN_SWEEPS": "maybe"}, {"SWEEP_R_VALUES": "1 x"}, {"REPEATS": "-1"}, {"STUDIES": "bogus"}]
+)
+def test_bad_knobs_are_usage_errors(env):
+    with pytest.raises(UsageError):
+        load_plan("smoke", env=env)
+
+
+def test_profile_selection():
+    assert select_profile("timing", env={}) == ("timing", "requested explicitly")
+    assert select_profile(None, env={"PROFILE": "smoke"})[0] == "smoke"
+    profile, why = select_profile(None, env={})
+    assert profile == "smoke" and "no GPU" in why
+    with pytest.raises(UsageError):
+        select_profile("huge", env={})
