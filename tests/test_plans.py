@@ -47,10 +47,19 @@ def test_environment_knobs():
     assert [c.config["compress_every"] for c in plan.groups()["sweep_R"]] == [1, 3]
     assert "sweep_sigma" not in plan.groups()
     assert all(c.study == "streaming" for c in load_plan("smoke", env={"STUDIES": "streaming"}).cells)
+    attr = load_plan("smoke", env={"ATTR_FUNCS": "IG,ifr_multi_hop"}).groups()["time_curve_output"]
+    assert {c.config["method"] for c in attr} == {"IG", "ifr_multi_hop"}
 
 
 @pytest.mark.parametrize(
-    "env", [{"RUN_SWEEPS": "maybe"}, {"SWEEP_R_VALUES": "1 x"}, {"REPEATS": "-1"}, {"STUDIES": "bogus"}]
+    "env",
+    [
+        {"RUN_SWEEPS": "maybe"},
+        {"SWEEP_R_VALUES": "1 x"},
+        {"REPEATS": "-1"},
+        {"STUDIES": "bogus"},
+        {"ATTR_FUNCS": "IG,nope"},
+    ],
 )
 def test_bad_knobs_are_usage_errors(env):
     with pytest.raises(UsageError):

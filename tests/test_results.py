@@ -116,8 +116,19 @@ def test_build_result_has_every_spec_field():
     result = build_result(
         study="streaming", kind="k", config=CONFIG, inputs=INPUTS, metrics={}, runs=[], started_utc=utc_now()
     )
-    for field in ("schema_version", "study", "kind", "status", "config", "inputs", "fingerprint", "provenance",
-                  "config_hash", "metrics", "runs"):
+    for field in (
+        "schema_version",
+        "study",
+        "kind",
+        "status",
+        "config",
+        "inputs",
+        "fingerprint",
+        "provenance",
+        "config_hash",
+        "metrics",
+        "runs",
+    ):
         assert field in result
     assert set(result["fingerprint"]) >= {"identity", "identity_hash", "observed"}
     assert set(result["provenance"]) >= {"code_version", "container_image", "command_line", "start_utc", "end_utc"}

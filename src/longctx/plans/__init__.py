@@ -4,7 +4,7 @@ A cell is one result file. Its id is derived from its config, so two table rows 
 measurement (the main table's Lazy row and the R sweep's R=64 point) share one cell and one run.
 Environment knobs of the original scripts (``WARMUP``, ``REPEATS``, ``RUN_SWEEPS``, ``RUN_ABLATIONS``,
 ``SWEEP_R_VALUES``/``SWEEP_SIGMA_VALUES``/``SWEEP_DELTA_VALUES``, ``RUN_QUALITY_HEURISTICS``,
-``STUDIES``) reshape the matrix here, before anything runs.
+``STUDIES``, ``ATTR_FUNCS``) reshape the matrix here, before anything runs.
 """
 
 from __future__ import annotations
@@ -252,8 +252,12 @@ def attribution_cells(spec: dict, env: Mapping[str, str]) -> list[Cell]:
         base["tokenizer"] = spec["tokenizer"]
     grids = [("time_curve_output", spec["fixed_prompt"], g) for g in spec["output_lengths"]]
     grids += [("time_curve_prompt", p, spec["fixed_output"]) for p in spec["prompt_lengths"]]
+    methods = [m.strip() for m in env.get("ATTR_FUNCS", ",".join(spec["methods"])).split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(spec["methods"]))
+    if unknown:
+        raise UsageError(f"ATTR_FUNCS: unknown method {', '.join(unknown)}; choose from {', '.join(spec['methods'])}")
     cells = []
-    for method in spec["methods"]:
+    for method in methods:
         for group, prompt_len, output_len in grids:
             config = {**base, "method": method, "prompt_len": prompt_len, "output_len": output_len}
             cells.append(
