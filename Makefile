@@ -64,3 +64,21 @@ lock: ## re-pin requirements.lock from a fresh venv (needs network)
 
 clean: ## remove generated tables, figures and the PDF (results are kept)
 	rm -rf NeurIPS/generated/*.tex NeurIPS/figures/*.pdf NeurIPS/main.pdf
+
+IMAGE ?= longctx-artifact
+IMAGE_TAG ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+ASSETS ?= pythia,qwen3,mlm,pg19,wikitext
+DOCKER_GPUS ?= --gpus all
+DOCKER_CMD ?=
+
+docker-build: ## build the image (ASSETS=pythia,qwen3,mlm,pg19,wikitext | none; needs network)
+	docker build --build-arg ASSETS=$(ASSETS) --build-arg IMAGE_ID=$(IMAGE):$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) -t $(IMAGE):latest .
+
+docker-run: ## run the image offline (make paper; DOCKER_CMD="make smoke"), copy main.pdf and results/ out
+	docker rm -f longctx-run >/dev/null 2>&1 || true
+	docker run --name longctx-run $(DOCKER_GPUS) --network none $(IMAGE):latest $(DOCKER_CMD)
+	docker cp longctx-run:/opt/longctx/NeurIPS/main.pdf docker-main.pdf
+	docker cp longctx-run:/opt/longctx/results docker-results
+
+docker-pin: ## re-pin the CUDA base digest, the hashed Python lock and the asset lock (network; review, commit)
+	docker/pin.sh all
