@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "longctx.commands.run",
     "longctx.commands.paper",
     "longctx.commands.assets",
+    "longctx.commands.bench",
 )
 
 

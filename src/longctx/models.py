@@ -114,7 +114,7 @@ def load_causal_lm(
     multi_gpu = bool(cuda and "," in cuda)
     device = resolve_device(device)
     if spec.startswith(RANDOM_PREFIX):
-        model, model_dir, revision = _random_model(spec, torch_dtype, device, seed), None, None
+        model, model_dir, revision = random_model(spec, torch_dtype, device, seed), None, None
         if tokenizer is None:
             raise UsageError(f"--model {spec} has random weights and no tokenizer; pass a tokenizer directory")
     else:
@@ -139,7 +139,7 @@ def load_causal_lm(
     return LoadedModel(model=model, tokenizer=tok, info=info)
 
 
-def _random_model(spec: str, dtype: torch.dtype, device: str, seed: int):
+def random_model(spec: str, dtype: torch.dtype, device: str, seed: int):
     from transformers import AutoModelForCausalLM
 
     from longctx.architectures import RANDOM_ARCHS, make_config
