@@ -26,6 +26,10 @@ from longctx.results import Action, ReusePolicy, atomic_write_json, config_hash,
 CELL_MODULES = {"streaming": "longctx.streaming.cell", "attribution": "longctx.attribution.cell"}
 
 
+class BaselineMismatch(UsageError):
+    """STRICT_BASELINE=1 and the stored baseline came from another fingerprint identity: stop the whole run."""
+
+
 @dataclass
 class RunReport:
     actions: dict[str, str] = field(default_factory=dict)  # cell id -> run | skip | reuse_stale | failed | ...
@@ -59,7 +63,7 @@ def _identity_check(existing: dict | None, identity_hash: str, cell: Cell, stric
     if theirs == identity_hash:
         return None
     if _is_baseline(cell) and strict_baseline:
-        raise UsageError(
+        raise BaselineMismatch(
             f"baseline {cell.id} was measured on another machine/software stack (fingerprint {str(theirs)[:12]} "
             f"!= {identity_hash[:12]}); STRICT_BASELINE=1 refuses to mix it: rerun with FORCE=1"
         )
@@ -151,6 +155,8 @@ def run_plan(
         bar.set_postfix_str(cell.id[-40:])
         try:
             a = assess(cell, plan, results_root, policy, identity_hash, env)
+        except BaselineMismatch:
+            raise
         except UsageError as exc:
             report.actions[cell.id] = "failed"
             report.failures[cell.id] = str(exc)
