@@ -46,7 +46,7 @@ def _ensure_tokenizer(path: str) -> None:
         make_tiny(Path(path).parent)
 
 
-def run_attribution_bench(shapes: str, log_dir: str | Path = "results/bench/logs") -> tuple[dict, dict]:
+def run_attribution_bench(shapes: str, log_dir: str | Path) -> tuple[dict, dict]:
     """Measure the grid of ``shapes`` ('timing' or 'cpu'); return (config, metrics)."""
     spec = TIMING if shapes == "timing" else CPU
     _ensure_tokenizer(spec["tokenizer"])
@@ -86,7 +86,7 @@ def run_attribution_bench(shapes: str, log_dir: str | Path = "results/bench/logs
         **{k: v for k, v in spec.items() if k != "grid"},
         "grid": spec["grid"],
         "shapes": shapes,
-        "cell_defaults": dataclasses.asdict(AttributionTimeConfig("x", 0, 0, "x")),
+        "cell_defaults": _defaults(),
     }
     return config, metrics
 

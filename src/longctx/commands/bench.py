@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from longctx.errors import UsageError
 
@@ -47,7 +48,7 @@ def run(args) -> int:
         from longctx.bench.attribution import run_attribution_bench
 
         started = utc_now()
-        cfg, metrics = run_attribution_bench(shapes)
+        cfg, metrics = run_attribution_bench(shapes, log_dir=Path(args.out_dir) / "logs")
         path = write_bench("attribution", cfg, metrics, started, args.out_dir)
         print(f"flashtrace_5000_sec: {metrics.get('flashtrace_5000_sec')}  ->  {path}")
     return 0
