@@ -123,14 +123,15 @@ def load_plan(profile: str, env: Mapping[str, str] | None = None) -> Plan:
 # ---------------------------------------------------------------- streaming
 
 
-def _streaming_base(spec: dict, env: Mapping[str, str]) -> dict:
+def _study_base(spec: dict, env: Mapping[str, str], *keys: str) -> dict:
+    """The knobs every cell of a study shares: model, dtype, device, WARMUP/REPEATS, plus ``keys``."""
     base = {
         "model": spec["model"],
         "dtype": spec["dtype"],
         "device": spec["device"],
         "warmup": _int(env, "WARMUP", spec["warmup"]),
         "repeats": max(1, _int(env, "REPEATS", spec["repeats"])),
-        "cap_total": spec["cap_total"],
+        **{key: spec[key] for key in keys},
     }
     if spec.get("tokenizer"):
         base["tokenizer"] = spec["tokenizer"]
@@ -158,7 +159,7 @@ def _streaming_cell(base: dict, dataset: dict, ds_name: str, group: str, row: st
 
 def streaming_cells(spec: dict, env: Mapping[str, str]) -> list[Cell]:
     """Main table (both datasets), ablations, R/σ/δ sweeps and profiling (PG19)."""
-    base = _streaming_base(spec, env)
+    base = _study_base(spec, env, "cap_total")
     S, R, C = spec["sink"], spec["lazy_R"], spec["cap_total"]
     quality = _flag(env, "RUN_QUALITY_HEURISTICS", True)
     cells: list[Cell] = []
@@ -238,18 +239,7 @@ def streaming_cells(spec: dict, env: Mapping[str, str]) -> list[Cell]:
 
 def attribution_cells(spec: dict, env: Mapping[str, str]) -> list[Cell]:
     """The time curve: outputs grow at a fixed prompt, prompts grow at a fixed output, per method."""
-    base = {
-        "model": spec["model"],
-        "dtype": spec["dtype"],
-        "device": spec["device"],
-        "warmup": _int(env, "WARMUP", spec["warmup"]),
-        "repeats": max(1, _int(env, "REPEATS", spec["repeats"])),
-        "chunk_tokens": spec["chunk_tokens"],
-        "sink_chunk_tokens": spec["sink_chunk_tokens"],
-        "mlm_model": spec["mlm_model"],
-    }
-    if spec.get("tokenizer"):
-        base["tokenizer"] = spec["tokenizer"]
+    base = _study_base(spec, env, "chunk_tokens", "sink_chunk_tokens", "mlm_model")
     grids = [("time_curve_output", spec["fixed_prompt"], g) for g in spec["output_lengths"]]
     grids += [("time_curve_prompt", p, spec["fixed_output"]) for p in spec["prompt_lengths"]]
     methods = [m.strip() for m in env.get("ATTR_FUNCS", ",".join(spec["methods"])).split(",") if m.strip()]
