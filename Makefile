@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: help setup test lint smoke baseline experiments tables figures pdf paper bench lock clean \
+.PHONY: help setup texlive test lint smoke baseline experiments tables figures pdf paper bench lock clean \
         docker-build docker-run docker-pin
 
 help: ## list the verbs
@@ -48,10 +48,13 @@ tables: $(STAMP) ## generate NeurIPS/generated/*.tex from the result JSON
 figures: $(STAMP) ## generate the figures from the result JSON
 	$(LONGCTX) figures $(PROFILE_ARG)
 
-pdf: $(STAMP) ## build NeurIPS/main.pdf from the generated files
+texlive: ## install TeX Live with apt when root and missing, else say what to install
+	@scripts/ensure-texlive.sh
+
+pdf: $(STAMP) texlive ## build NeurIPS/main.pdf from the generated files
 	$(LONGCTX) paper build $(PROFILE_ARG)
 
-paper: $(STAMP) ## run what is missing or stale, then tables, figures and NeurIPS/main.pdf
+paper: $(STAMP) texlive ## run what is missing or stale, then tables, figures and NeurIPS/main.pdf
 	$(LONGCTX) paper all $(PROFILE_ARG)
 
 bench: $(STAMP) ## performance benchmarks (profile timing on GPU; small shapes on CPU)
