@@ -66,7 +66,7 @@ lock: ## re-pin requirements.lock from a fresh venv (needs network)
 	/tmp/longctx-lock/bin/pip freeze --exclude-editable | sed 's/+cpu//' > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean: ## remove generated tables, figures and the PDF (results are kept)
-	rm -rf NeurIPS/generated/*.tex NeurIPS/figures/*.pdf NeurIPS/main.pdf
+	rm -rf NeurIPS/generated/*.tex NeurIPS/generated/manifest.json NeurIPS/figures/*.pdf NeurIPS/main.pdf
 
 IMAGE ?= longctx-artifact
 IMAGE_TAG ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
