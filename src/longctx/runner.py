@@ -148,6 +148,10 @@ def run_plan(
     report = RunReport()
     cells = plan.unique_cells()
     print(f"plan {plan.profile}: {len(cells)} cells ({plan.description})")
+    pending = [c for c in cells if not result_path(results_root, plan.profile, c).exists()]
+    if pending and not dry_run:
+        est = sum(plan.est_seconds.get(c.study, 0) for c in pending)
+        print(f"{len(pending)} cells have no result yet: rough estimate {est / 60:.0f} min (stale cells add to it)")
     if dry_run:
         return _dry_run(plan, results_root, policy, identity_hash, env, report)
     bar = tqdm(cells, unit="cell", file=sys.stderr)
