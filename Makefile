@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 
-.PHONY: help setup texlive test lint smoke baseline experiments tables figures pdf paper bench lock clean \
+.PHONY: help setup texlive test test-compat lint smoke baseline experiments tables figures pdf paper bench lock clean \
         docker-build docker-run docker-pin
 
 help: ## list the verbs
@@ -29,6 +29,18 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 
 test: $(STAMP) ## run the test suite (CPU, no network)
 	$(PY) -m pytest
+
+TRANSFORMERS_MIN ?= 5.17.0
+COMPAT_VENV ?= .venv-compat
+
+test-compat: ## unit tests against the oldest supported transformers (TRANSFORMERS_MIN) in its own venv
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	grep -vE '^(transformers|huggingface_hub|tokenizers|safetensors|accelerate|datasets)==' requirements.lock \
+	  > $(COMPAT_VENV)/requirements.txt
+	$(COMPAT_VENV)/bin/pip install --quiet -r $(COMPAT_VENV)/requirements.txt transformers==$(TRANSFORMERS_MIN) \
+	  accelerate datasets
+	$(COMPAT_VENV)/bin/pip install --quiet --no-deps -e .
+	$(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider --ignore=tests/test_e2e_smoke.py
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check src tests
