@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from longctx.errors import RunFailure, UsageError
@@ -105,15 +105,7 @@ def load_lock(path: Path | None = None) -> dict[str, Asset]:
     assets = {}
     for name, entry in data.get("assets", {}).items():
         files = [LockedFile(**f) for f in entry.get("files") or []]
-        assets[name] = Asset(
-            name=name,
-            repo=entry["repo"],
-            repo_type=entry["repo_type"],
-            revision=entry.get("revision"),
-            description=entry.get("description", ""),
-            optional=bool(entry.get("optional", False)),
-            files=files,
-        )
+        assets[name] = replace(unlocked_asset(name, entry), files=files)
     return assets
 
 
