@@ -9,7 +9,7 @@ text indices, and at every step rotates every key to its cache index ``0 … len
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM, GPTNeoXConfig, Qwen3Config
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, Qwen3Config
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 VOCAB = 97
@@ -30,6 +30,14 @@ def tiny_model(arch: str, seed: int = 0, max_positions: int = 512):
             hidden_size=32,
             intermediate_size=64,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+            **common,
+        )
+    elif arch == "llama":
+        config = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
             **common,
         )
     else:
