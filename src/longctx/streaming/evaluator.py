@@ -132,7 +132,9 @@ def evaluate_stream(
     nll[:scored] = _token_nll(logits[:scored], ids[1 : scored + 1])
     t1 = clock.mark()
     first = None
-    loop = tqdm(range(prefill_len, n - 1), desc=budget.method, unit="tok", disable=not progress, mininterval=1.0)
+    loop = tqdm(
+        range(prefill_len, n - 1), desc=budget.method, unit="tok", disable=not progress, mininterval=1.0, leave=False
+    )
     for t in loop:
         if cache is None:
             logit = _recompute_logit(model, ids, t, budget, profiler)
