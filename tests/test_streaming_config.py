@@ -16,28 +16,13 @@ def budget(method="lazy", **knobs):
 
 
 def test_auto_cap_arithmetic():
-    b = budget(
-        n_sink=32,
-        cap_total=2048,
-        cache_slack=16,
-        overlap=8,
-        refresh_budget=4,
-        refresh_policy="middle",
-        impl="plain",
-        compress_every=64,
+    knobs = dict(
+        n_sink=32, cache_slack=16, overlap=8, refresh_budget=4, refresh_policy="middle", impl="plain", compress_every=64
     )
+    b = budget(cap_total=2048, **knobs)
     assert b.window == 2048 - 32 - 16 - 8 - 4
     assert (b.cap_total, b.cap_soft, b.recent, b.capacity) == (2048, 2032, b.window + 8, 32 + b.window)
-    explicit = budget(
-        n_sink=32,
-        window=b.window,
-        cache_slack=16,
-        overlap=8,
-        refresh_budget=4,
-        refresh_policy="middle",
-        impl="plain",
-        compress_every=64,
-    )
+    explicit = budget(window=b.window, **knobs)
     assert explicit == b
     assert budget("start_recent", n_sink=32, cap_total=2048).window == 2016
 
