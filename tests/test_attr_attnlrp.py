@@ -14,7 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from longctx.architectures import make_config
-from longctx.attribution.base import AttributionConfig, build_inputs
+from longctx.attribution.inputs import build_inputs
+from longctx.attribution.method import method_spec
 from longctx.attribution.methods.attnlrp import attnlrp, attnlrp_rules, identity_rule
 from longctx.errors import UsageError
 
@@ -106,13 +107,13 @@ def trained(tiny_dir):
 
 def test_span_form_is_sum_of_per_token_rows(trained):
     model, tokenizer, inputs = trained
-    per_token = attnlrp(model, tokenizer, inputs, AttributionConfig(method="attnlrp", attnlrp_form="per_token"))
-    span = attnlrp(model, tokenizer, inputs, AttributionConfig(method="attnlrp"))
+    per_token = attnlrp(model, tokenizer, inputs, method_spec("attnlrp").make_options(dict(attnlrp_form="per_token")))
+    span = attnlrp(model, tokenizer, inputs, method_spec("attnlrp").make_options(dict()))
     assert span.details["attnlrp_form"] == "span" and per_token.details["attnlrp_form"] == "per_token"
     torch.testing.assert_close(span.matrix[-1, :-1], per_token.matrix.nansum(0)[:-1], rtol=1e-4, atol=1e-5)
     assert torch.equal(span.matrix.isnan(), ~inputs.causal_mask())
     with pytest.raises(UsageError):
-        attnlrp(model, tokenizer, inputs, AttributionConfig(method="attnlrp", attnlrp_form="both"))
+        attnlrp(model, tokenizer, inputs, method_spec("attnlrp").make_options(dict(attnlrp_form="both")))
 
 
 def test_rules_are_removed_and_values_unchanged(trained):
@@ -173,7 +174,7 @@ def test_matches_hand_written_qwen3_reference(trained):
     """The installed rules reach every norm, MLP and attention of the real model: equal to the reference."""
     _, tokenizer, inputs = trained
     model = tiny_model("tiny-qwen3")
-    result = attnlrp(model, tokenizer, inputs, AttributionConfig(method="attnlrp", attnlrp_form="per_token"))
+    result = attnlrp(model, tokenizer, inputs, method_spec("attnlrp").make_options(dict(attnlrp_form="per_token")))
     ids, cols = inputs.input_ids[0], inputs.column_positions()
     for g in (0, inputs.n_gen // 2, inputs.n_gen - 1):
         position = inputs.prompt_len + g - 1

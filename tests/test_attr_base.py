@@ -6,17 +6,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from longctx.attribution.base import (
-    METHOD_NAMES,
-    METHODS,
+from longctx.attribution.inputs import (
     AttributionInputs,
     build_inputs,
     build_length_controlled_inputs,
     exact_length_text,
-    get_method,
-    register_method,
-    sentence_spans,
 )
+from longctx.attribution.method import method_names, method_spec, methods, register
+from longctx.attribution.sentences import sentence_spans
 from longctx.data.ruler import variable_tracking_sample
 from longctx.errors import UsageError
 
@@ -107,11 +104,27 @@ def test_sentence_spans(tiny_dir):
     assert [tok.decode(ids[a:b]) for a, b in spans] == ["The sky is blue.", " The sun is yellow!", " Here we go"]
 
 
-def test_registry():
-    for name in METHOD_NAMES:
-        assert get_method(name) is METHODS[name] and callable(METHODS[name])
-    assert set(METHODS) == set(METHOD_NAMES)
+def test_registry_has_every_method_once_with_its_label_and_options():
+    names = method_names()
+    assert names == (
+        "IG",
+        "attention_I_G",
+        "attnlrp",
+        "perturbation_all",
+        "perturbation_CLP",
+        "perturbation_REAGENT",
+        "ifr_all_positions",
+        "ifr_multi_hop",
+        "ifr_multi_hop_both",
+    )
+    specs = methods()
+    assert specs["ifr_multi_hop"].label == "FlashTrace" and specs["ifr_multi_hop_both"].label == "FlashTrace (both)"
+    for name in names:
+        spec = method_spec(name)
+        assert spec.name == name and callable(spec.run) and spec.options() == spec.make_options(None)
     with pytest.raises(UsageError, match="unknown attribution method"):
-        get_method("nope")
-    with pytest.raises(ValueError):
-        register_method("not_a_method")
+        method_spec("nope")
+    with pytest.raises(UsageError, match="has no option n_steps"):
+        method_spec("attnlrp").make_options({"n_steps": 3})
+    with pytest.raises(ValueError, match="registered twice"):
+        register(method_spec("IG"))

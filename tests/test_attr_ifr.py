@@ -7,9 +7,17 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from longctx.architectures import make_config
-from longctx.attribution.base import AttributionConfig, build_inputs, get_method, token_strings
-from longctx.attribution.methods.flashtrace import flashtrace, layer_span_scores, span_aggregate, span_ifr
-from longctx.attribution.methods.ifr import decoder_layers, ifr_rows, trace_layers
+from longctx.attribution.inputs import build_inputs, token_strings
+from longctx.attribution.method import method_spec
+from longctx.attribution.methods.flashtrace import (
+    FlashTraceOptions,
+    flashtrace,
+    layer_span_scores,
+    span_aggregate,
+    span_ifr,
+)
+from longctx.attribution.methods.ifr import ifr_rows
+from longctx.attribution.tracing import decoder_layers, trace_layers
 
 MODELS = ("tiny-qwen3", "tiny-gpt-neox", "qwen3-with-biases")
 PROMPT = "VAR ABCDE = 12345. The grass is green, the sky is blue. VAR FGHIJ = VAR ABCDE."
@@ -112,8 +120,8 @@ def test_decomposition_sums_to_post_attention_residual(loaded):
 
 def test_ifr_all_positions_matches_loop_reference(loaded):
     _, model, tok, inputs = loaded
-    result = get_method("ifr_all_positions")(
-        model, tok, inputs, AttributionConfig("ifr_all_positions", sink_chunk_tokens=3, chunk_tokens=4)
+    result = method_spec("ifr_all_positions").run(
+        model, tok, inputs, method_spec("ifr_all_positions").make_options(dict(sink_chunk_tokens=3, chunk_tokens=4))
     )
     assert result.matrix.shape == (inputs.n_gen, inputs.n_user + inputs.n_gen)
     ref = _reference_layers(model, inputs.input_ids)
@@ -168,7 +176,7 @@ def test_span_aggregate_equals_the_sum_it_stands_for(loaded):
 
 def test_multi_hop_accumulates_prompt_scores_by_hop_mass(loaded):
     _, model, _, inputs = loaded
-    config = AttributionConfig("ifr_multi_hop", n_hops=2, sink_chunk_tokens=4, chunk_tokens=4)
+    config = method_spec("ifr_multi_hop").make_options(dict(n_hops=2, sink_chunk_tokens=4, chunk_tokens=4))
     target = torch.zeros(inputs.n_gen)
     target[-3:] = 1.0
     hop_tokens = torch.arange(inputs.n_gen - 3)
@@ -193,7 +201,7 @@ def test_multi_hop_accumulates_prompt_scores_by_hop_mass(loaded):
 def test_flashtrace_methods_shape_and_stop_words(loaded):
     _, model, tok, inputs = loaded
     for name in ("ifr_multi_hop", "ifr_multi_hop_both"):
-        result = get_method(name)(model, tok, inputs, AttributionConfig(name, sink_chunk_tokens=4, chunk_tokens=8))
+        result = method_spec(name).run(model, tok, inputs, FlashTraceOptions(sink_chunk_tokens=4, chunk_tokens=8))
         assert result.matrix.shape == (inputs.n_gen, inputs.n_user + inputs.n_gen)
         assert torch.equal(torch.isnan(result.matrix), ~inputs.causal_mask())
         assert result.details["hop_masses"], name
@@ -210,9 +218,10 @@ MEMORY_SCRIPT = """
 import json, sys, torch
 from transformers import AutoModelForCausalLM, Qwen3Config
 from longctx.architectures import make_config
-from longctx.attribution.base import AttributionConfig, AttributionInputs
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import method_spec
 from longctx.attribution.methods.flashtrace import flashtrace
-from longctx.attribution.worker import PeakMemory
+from longctx.measure.memory import PeakMemory
 torch.manual_seed(0)
 torch.set_num_threads(1)
 config = Qwen3Config(vocab_size=512, hidden_size=512, num_hidden_layers=2, num_attention_heads=4,
@@ -224,8 +233,8 @@ for g in (256, 256, 1024, 4096):  # the first call warms up lazily initialised s
     inputs = AttributionInputs(ids, 10, (0, 10), ids[0, 10:].tolist(), True, False)
     with PeakMemory() as mem:
         flashtrace(model, inputs, torch.ones(g + 1), torch.arange(g), torch.zeros(g + 11, dtype=torch.bool),
-                   AttributionConfig("ifr_multi_hop_both", chunk_tokens=128, sink_chunk_tokens=32))
-    peaks[g] = mem.record()["peak_mem_allocated_bytes"]
+                   method_spec("ifr_multi_hop_both").make_options(dict(chunk_tokens=128, sink_chunk_tokens=32)))
+    peaks[g] = mem.record()["allocated_bytes"]
 print(json.dumps(peaks))
 """
 

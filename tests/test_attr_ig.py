@@ -10,7 +10,8 @@ from captum.attr import IntegratedGradients
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from longctx.architectures import make_config
-from longctx.attribution.base import AttributionConfig, AttributionInputs, build_inputs, get_method
+from longctx.attribution.inputs import AttributionInputs, build_inputs
+from longctx.attribution.method import method_spec
 from longctx.attribution.methods.attention_ig import attention_ig
 from longctx.attribution.methods.ig import ig, quadrature
 from longctx.errors import UsageError
@@ -56,7 +57,7 @@ def embeds_and_baseline(model, inputs: AttributionInputs):
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_middle"])
 def test_ig_matches_captum(arch, rule):
     model, inputs = tiny_model(arch), toy_inputs()
-    config = AttributionConfig(method="IG", n_steps=7, ig_method=rule, ig_batch_size=3)
+    config = method_spec("IG").make_options(dict(n_steps=7, ig_method=rule, ig_batch_size=3))
     result = ig(model, TOKENIZER, inputs, config)
     emb, base = embeds_and_baseline(model, inputs)
     cols = inputs.column_positions()
@@ -99,7 +100,7 @@ def completeness_errors(model, inputs, row_sums: list[float]) -> torch.Tensor:
 
 
 def ours(model, inputs, rule: str, n_steps: int) -> torch.Tensor:
-    config = AttributionConfig(method="IG", n_steps=n_steps, ig_method=rule)
+    config = method_spec("IG").make_options(dict(n_steps=n_steps, ig_method=rule))
     return completeness_errors(model, inputs, ig(model, TOKENIZER, inputs, config).matrix.nansum(-1).tolist())
 
 
@@ -128,8 +129,8 @@ def test_completeness_within_quadrature_error():
 
 def test_batch_size_does_not_change_ig():
     model, inputs = tiny_model("tiny-gpt-neox"), toy_inputs(seed=2)
-    one = ig(model, TOKENIZER, inputs, AttributionConfig(method="IG", n_steps=5, ig_batch_size=1)).matrix
-    auto = ig(model, TOKENIZER, inputs, AttributionConfig(method="IG", n_steps=5)).matrix
+    one = ig(model, TOKENIZER, inputs, method_spec("IG").make_options(dict(n_steps=5, ig_batch_size=1))).matrix
+    auto = ig(model, TOKENIZER, inputs, method_spec("IG").make_options(dict(n_steps=5))).matrix
     torch.testing.assert_close(one, auto, rtol=1e-5, atol=1e-7, equal_nan=True)
 
 
@@ -144,7 +145,7 @@ def test_quadrature_rules():
 @pytest.mark.parametrize("arch", ["tiny-qwen3", "tiny-gpt-neox"])
 def test_attention_ig_is_ig_times_eager_attention_row(arch):
     model, inputs = tiny_model(arch), toy_inputs(seed=3)
-    config = AttributionConfig(method="attention_I_G", n_steps=4, sink_chunk_tokens=2)
+    config = method_spec("attention_I_G").make_options(dict(n_steps=4, sink_chunk_tokens=2))
     combined = attention_ig(model, TOKENIZER, inputs, config).matrix
     ig_matrix = ig(model, TOKENIZER, inputs, config).matrix
     eager = tiny_model(arch, attn_implementation="eager")
@@ -160,7 +161,7 @@ def test_ig_through_registry_with_chat_template(tiny_dir):
     tokenizer = AutoTokenizer.from_pretrained(path)
     inputs = build_inputs(tokenizer, "VAR ABCDE = 12345. Where is it?", " 12345.")
     assert inputs.chat_template_used and inputs.prompt_len > inputs.user_span[1]
-    result = get_method("IG")(model, tokenizer, inputs, AttributionConfig(method="IG", n_steps=4))
+    result = method_spec("IG").run(model, tokenizer, inputs, method_spec("IG").make_options(dict(n_steps=4)))
     assert result.matrix.shape == (inputs.n_gen, inputs.n_user + inputs.n_gen)
     assert torch.equal(result.matrix.isnan(), ~inputs.causal_mask())
     assert result.matrix[:, : inputs.n_user].abs().sum() > 0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import entropy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from longctx.attribution.base import AttributionConfig, build_inputs
+from longctx.attribution.inputs import build_inputs
+from longctx.attribution.method import method_spec
 from longctx.attribution.methods.perturbation import (
     Sentence,
     log_prob_drop,
@@ -16,7 +19,7 @@ from longctx.attribution.methods.perturbation import (
     perturbation_clp,
     perturbation_position_scores,
 )
-from longctx.attribution.methods.reagent import MaskedLMReplacer, load_masked_lm, perturbation_reagent
+from longctx.attribution.methods.reagent import MaskedLMReplacer, ReagentOptions, load_masked_lm, perturbation_reagent
 from longctx.errors import RunFailure, UsageError
 
 PROMPT = "VAR ABCDE = 12345. The sky is blue! Where is VAR ABCDE?\nSay it."
@@ -75,7 +78,7 @@ def kl_by_hand(original, ablated, _target):
 
 def test_perturbation_all_matches_slow_reference(setup):
     model, tokenizer, inputs = setup
-    result = perturbation_all(model, tokenizer, inputs, AttributionConfig(method="perturbation_all"))
+    result = perturbation_all(model, tokenizer, inputs, method_spec("perturbation_all").make_options(dict()))
     eos = tokenizer.eos_token_id
     expected = slow_reference(model, tokenizer, inputs, drop, lambda n: [eos] * n)
     assert result.details["n_user_sentences"] == 5 and result.details["n_output_sentences"] == 3
@@ -85,7 +88,7 @@ def test_perturbation_all_matches_slow_reference(setup):
 
 def test_clp_is_true_kl(setup):
     model, tokenizer, inputs = setup
-    result = perturbation_clp(model, tokenizer, inputs, AttributionConfig(method="perturbation_CLP"))
+    result = perturbation_clp(model, tokenizer, inputs, method_spec("perturbation_CLP").make_options(dict()))
     eos = tokenizer.eos_token_id
     expected = slow_reference(model, tokenizer, inputs, kl_by_hand, lambda n: [eos] * n)
     torch.testing.assert_close(result.matrix, expected, rtol=1e-3, atol=1e-6, equal_nan=True)
@@ -110,7 +113,7 @@ def test_length_changing_replacement_matches_reference(setup):
 
 def test_reagent_runs_and_records(setup, tiny_dir):
     model, tokenizer, inputs = setup
-    config = AttributionConfig(method="perturbation_REAGENT", mlm_model=str(tiny_dir / "tiny-mlm"))
+    config = ReagentOptions(mlm_model=str(tiny_dir / "tiny-mlm"))
     result = perturbation_reagent(model, tokenizer, inputs, config)
     details = result.details
     assert details["n_replacements"] == 5 + 6 + 7  # 5 user sentences per output sentence + earlier outputs
@@ -122,16 +125,16 @@ def test_reagent_runs_and_records(setup, tiny_dir):
 def test_reagent_overflow_error_and_truncate(setup, tiny_dir):
     model, tokenizer, inputs = setup
     mlm = str(tiny_dir / "tiny-mlm")
-    small = AttributionConfig(method="perturbation_REAGENT", mlm_model=mlm, mlm_max_length=12)
+    small = method_spec("perturbation_REAGENT").make_options(dict(mlm_model=mlm, mlm_max_length=12))
     with pytest.raises(RunFailure, match="mlm_max_length=12"):
         perturbation_reagent(model, tokenizer, inputs, small)
-    truncated = AttributionConfig(**{**small.__dict__, "mlm_overflow": "truncate"})
+    truncated = dataclasses.replace(small, mlm_overflow="truncate")
     details = perturbation_reagent(model, tokenizer, inputs, truncated).details
     assert details["mlm_overflow"] == "truncate" and details["n_truncated"] > 0
     record = details["truncations"][0]
     assert record["mlm_tokens"] > 12 and record["dropped"] == record["mlm_tokens"] - 12
     with pytest.raises(UsageError):
-        perturbation_reagent(model, tokenizer, inputs, AttributionConfig(method="perturbation_REAGENT"))
+        perturbation_reagent(model, tokenizer, inputs, method_spec("perturbation_REAGENT").make_options(dict()))
 
 
 def test_reagent_replacement_is_the_mlm_argmax(setup, tiny_dir):

@@ -1,96 +1,98 @@
-"""The time curve: isolated worker cells, statuses, resumable jsonl, valid summary CSV, plan cell, CLI errors."""
+"""The time curve: cells through the plan runner and result store, statuses, views (JSONL, CSV), CLI errors."""
 
 from __future__ import annotations
 
 import csv
 import json
 import subprocess
+from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from longctx.attribution import cell as cell_module
-from longctx.attribution import time_curve
-from longctx.attribution.cell import AttributionTimeConfig, describe_inputs, measure_cell, run_cell
-from longctx.attribution.time_curve import TimeCurveConfig, length_grid, run_time_curve, summarize_rows, write_summary
+from longctx.attribution.cell import describe_inputs, measure_cell, run_cell
+from longctx.attribution.config import TimeCellConfig
+from longctx.attribution.metrics import base_row, cell_metrics, overall_status
+from longctx.attribution.time_curve import (
+    ORIGINAL_COLUMNS,
+    RUNS_FILE,
+    SUMMARY_FILE,
+    TimeCurve,
+    length_grid,
+    run_time_curve,
+    write_views,
+)
 from longctx.cli import main
 from longctx.errors import UsageError
-from longctx.results import read_result
+from longctx.provenance import utc_now
+from longctx.results import build_result, parse_result, read_result
+
+OPTIONS = {"chunk_tokens": 8, "sink_chunk_tokens": 4}
 
 
-def _template(tiny_dir, **kw) -> AttributionTimeConfig:
-    base = dict(method="ifr_all_positions", prompt_len=12, output_len=6, model=str(tiny_dir / "tiny-qwen3"),
-                dtype="float32", device="cpu", warmup=1, repeats=2, chunk_tokens=8, sink_chunk_tokens=4)  # fmt: skip
-    return AttributionTimeConfig(**{**base, **kw})
+def _settings(tiny_dir, **kw) -> dict:
+    base = dict(model=str(tiny_dir / "tiny-qwen3"), dtype="float32", device="cpu", warmup=1, repeats=2)
+    return {**base, **kw}
+
+
+def _cell(tiny_dir, method="ifr_all_positions", prompt_len=12, output_len=6, **kw) -> TimeCellConfig:
+    return TimeCellConfig(
+        **_settings(tiny_dir, **kw), method=method, prompt_len=prompt_len, output_len=output_len, options=OPTIONS
+    )
 
 
 def test_length_grid():
     assert length_grid([10, 20], [5], None) == ((10, 5), (20, 5))
     assert length_grid(None, [5, 30], [20]) == ((15, 5), (-10, 30))
+    with pytest.raises(UsageError, match="not both"):
+        length_grid([10], [5], [20])
 
 
-def test_time_curve_rows_summary_and_resume(tiny_dir, tmp_path, monkeypatch):
-    """Two methods on a tiny model, one cell beyond the model's context (2048): valid rows, skipped cell,
-    summary CSV; a second run measures nothing."""
-    cfg = TimeCurveConfig(
-        template=_template(tiny_dir),
-        methods=("ifr_all_positions", "ifr_multi_hop_both"),
-        grid=((12, 6), (12, 2100)),
-        output_dir=str(tmp_path),
+def test_time_curve_runs_through_the_store_and_writes_views(tiny_dir, tmp_path, monkeypatch):
+    """Two methods on a tiny model, one cell beyond the model's context (2048): result files, valid rows, a
+    skipped cell, the JSONL and CSV views; a second run measures nothing; a changed option reruns (stale)."""
+    curve = TimeCurve(
+        _settings(tiny_dir), ("ifr_all_positions", "ifr_multi_hop_both"), ((12, 6), (12, 2100)), OPTIONS, tmp_path
     )
-    rows = run_time_curve(cfg, progress=False)
-    lines = (tmp_path / "time_curve_runs.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in lines] == rows and len(rows) == 2 * 2 * 2
-    by_len = {(r["attr_func"], r["output_len"], r["repeat"]): r for r in rows}
-    for method in cfg.methods:
+    results = run_time_curve(curve, env={})
+    assert len(results) == 4 and all((tmp_path / "results" / "attribution").rglob("*.json"))
+    rows = [json.loads(line) for line in (tmp_path / RUNS_FILE).read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2 and all(len(row["config_hash"]) == 64 for row in rows)
+    by_key = {(r["attr_func"], r["output_len"], r["repeat"]): r for r in rows}
+    for method in curve.methods:
         for repeat in (0, 1):
-            ok = by_len[(method, 6, repeat)]
-            assert ok["status"] == "ok" and ok["time_sec"] > 0 and ok["peak_mem_allocated_bytes"] >= 0
+            ok = by_key[(method, 6, repeat)]
+            assert ok["status"] == "ok" and ok["time_sec"] > 0 and ok["peak_mem"]["allocated_bytes"] > 0
             assert (ok["actual_user_prompt"], ok["actual_generation"]) == (12, 7)
             assert ok["actual_total"] == ok["actual_formatted_prompt"] + 7
-            skipped = by_len[(method, 2100, repeat)]
+            skipped = by_key[(method, 2100, repeat)]
             assert skipped["status"] == "skipped_model_ctx" and skipped["actual_total"] > 2048
-    summary = pd.read_csv(tmp_path / "time_curve_summary.csv")
-    assert len(summary) == 4 and set(summary["statuses"]) == {"ok x2", "skipped_model_ctx x2"}
-    ok = summary[summary["output_len"] == 6]
-    assert (ok["n_ok"] == 2).all() and ok["time_mean"].gt(0).all() and ok["time_std"].notna().all()
-    prov = json.loads((tmp_path / "provenance.json").read_text())
-    assert {"fingerprint", "provenance", "config"} <= set(prov) and prov["config"]["grid"] == [[12, 6], [12, 2100]]
+    with (tmp_path / SUMMARY_FILE).open(newline="") as fh:
+        summary = list(csv.DictReader(fh))
+    assert list(summary[0])[: len(ORIGINAL_COLUMNS)] == ORIGINAL_COLUMNS and len(summary) == 4
+    assert {r["statuses"] for r in summary} == {"ok|ok", "skipped_model_ctx|skipped_model_ctx"}
+    ok = [r for r in summary if r["target_output_tokens"] == "6"]
+    assert all(r["n_ok"] == "2" and float(r["time_mean"]) > 0 and r["time_std"] for r in ok)
 
     calls = []
-    monkeypatch.setattr(time_curve, "measure_cell", lambda c, repeats, **kw: calls.append(repeats) or [])
-    assert run_time_curve(cfg, progress=False) == rows
-    assert calls == [[]] * 4
-    wider = TimeCurveConfig(**{**cfg.__dict__, "template": _template(tiny_dir, repeats=3)})
-    run_time_curve(wider, progress=False)
-    assert calls[4:] == [[2]] * 4  # only the new repeat of each cell
+    real = cell_module.measure_cell
+    monkeypatch.setattr(cell_module, "measure_cell", lambda cfg, **kw: calls.append(cfg) or real(cfg, **kw))
+    run_time_curve(curve, env={})
+    assert calls == []
+    changed = TimeCurve(curve.settings, curve.methods, ((12, 6),), {**OPTIONS, "chunk_tokens": 16}, tmp_path)
+    run_time_curve(changed, env={})
+    assert [c.options.chunk_tokens for c in calls] == [16, 16]
+    hashes = {json.loads(line)["config_hash"] for line in (tmp_path / RUNS_FILE).read_text().splitlines()}
+    assert hashes == {r.config_hash for r in changed_results(tmp_path, changed)}
 
 
-def test_truncated_last_row_is_dropped_and_repaired(tmp_path):
-    path = tmp_path / "time_curve_runs.jsonl"
-    path.write_text('{"repeat": 0}\n{"repeat": 1}\n{"repe')
-    assert time_curve.read_rows(path) == [{"repeat": 0}, {"repeat": 1}]
-    assert path.read_text() == '{"repeat": 0}\n{"repeat": 1}\n'
-    path.write_text('{"repeat": 0}\nnot json\n{"repeat": 1}\n')
-    with pytest.raises(UsageError, match="line 2"):
-        time_curve.read_rows(path)
-
-
-def test_resume_refuses_other_settings(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(time_curve, "measure_cell", lambda c, repeats, **kw: [])
-    cfg = TimeCurveConfig(template=_template(tiny_dir), methods=("ifr_multi_hop",), grid=((5, 5),),
-                          output_dir=str(tmp_path))  # fmt: skip
-    run_time_curve(cfg, progress=False)
-    other = TimeCurveConfig(**{**cfg.__dict__, "template": _template(tiny_dir, chunk_tokens=16)})
-    with pytest.raises(UsageError, match="chunk_tokens"):
-        run_time_curve(other, progress=False)
+def changed_results(root: Path, curve: TimeCurve):
+    return [read_result(root / "results" / f"{cell.id}.json") for cell in curve.plan().cells]
 
 
 def test_nonpositive_prompt_and_init_error_rows(tiny_dir, tmp_path):
-    cfg = _template(tiny_dir, prompt_len=-3)
-    assert [r["status"] for r in measure_cell(cfg, [0, 1])] == ["skipped_nonpositive_input"] * 2
-    broken = _template(tiny_dir, model=str(tmp_path / "missing-model"), repeats=1)
-    (row,) = measure_cell(broken, [0])
+    assert [r["status"] for r in measure_cell(_cell(tiny_dir, prompt_len=-3))] == ["skipped_nonpositive_input"] * 2
+    (row,) = measure_cell(_cell(tiny_dir, model=str(tmp_path / "missing-model"), repeats=1))
     assert row["status"].startswith("init_error: UsageError") and row["time_sec"] is None
 
 
@@ -101,42 +103,65 @@ def test_crashed_worker_gives_runtime_error_rows(tiny_dir, monkeypatch):
         return subprocess.CompletedProcess(cmd, -9)
 
     monkeypatch.setattr(cell_module.subprocess, "run", crash)
-    rows = measure_cell(_template(tiny_dir), [0, 1])
+    rows = measure_cell(_cell(tiny_dir))
     assert [r["repeat"] for r in rows] == [0, 1]
     for row in rows:
         assert row["status"].startswith("runtime_error: worker exited with code -9 (killed by signal 9")
         assert "unspecified launch failure" in row["status"]
 
 
+def _peak(allocated: int, reserved: int) -> dict:
+    return {
+        "source": "test",
+        "allocated_bytes": allocated,
+        "reserved_bytes": reserved,
+        "live_before_bytes": 0,
+        "devices": {"cpu": {"allocated_bytes": allocated, "reserved_bytes": reserved, "live_before_bytes": 0}},
+    }
+
+
 def test_summary_csv_stays_valid_with_hostile_messages(tmp_path):
-    message = 'runtime_error: RuntimeError: bad, "quoted"\nsecond line, more'
+    message = 'runtime_error: RuntimeError: bad, "quoted" second line, more'
+    identity = base_row("IG", 1, 2, 0)
     rows = [
-        {"attr_func": "IG", "input_len": 1, "output_len": 2, "total_len": 3, "repeat": 0, "status": message},
-        {"attr_func": "IG", "input_len": 1, "output_len": 2, "total_len": 3, "repeat": 1, "status": "ok",
-         "time_sec": 2.0, "peak_mem_allocated_bytes": 10, "peak_mem_reserved_bytes": 20, "actual_total": 9},
-        {"attr_func": "IG", "input_len": 1, "output_len": 2, "total_len": 3, "repeat": 2, "status": "ok",
-         "time_sec": 4.0, "peak_mem_allocated_bytes": 30, "peak_mem_reserved_bytes": 40, "actual_total": 9},
-    ]  # fmt: skip
-    path = write_summary(tmp_path, rows)
+        {**identity, "status": message, "time_sec": None},
+        {**identity, "repeat": 1, "status": "ok", "time_sec": 2.0, "peak_mem": _peak(10**9, 2 * 10**9)},
+        {**identity, "repeat": 2, "status": "ok", "time_sec": 4.0, "peak_mem": _peak(3 * 10**9, 4 * 10**9)},
+    ]
+    config = {"method": "IG", "prompt_len": 1, "output_len": 2}
+    stored = parse_result(
+        build_result(
+            study="attribution",
+            kind="attribution_time",
+            config=config,
+            inputs={},
+            metrics=cell_metrics(rows),
+            runs=rows,
+            started_utc=utc_now(),
+            status=overall_status(rows),
+        )
+    )
+    _, path = write_views(tmp_path, [stored])
     with path.open(newline="") as fh:
-        records = list(csv.DictReader(fh))
-    assert len(records) == 1
-    (rec,) = records
-    assert rec["statuses"] == f"ok x2; {message} x1"
-    assert float(rec["time_mean"]) == 3.0 and float(rec["time_std"]) == pytest.approx(2**0.5)
-    assert (rec["n_ok"], rec["n_runs"], rec["actual_total"]) == ("2", "3", "9")
-    assert len(summarize_rows([])) == 0
+        (rec,) = list(csv.DictReader(fh))
+    assert rec["statuses"] == f"{message}|ok|ok"
+    assert float(rec["time_mean"]) == 3.0 and float(rec["time_std"]) == pytest.approx(1.0)  # numpy's ddof=0
+    assert float(rec["time_std_sample"]) == pytest.approx(2**0.5)
+    assert float(rec["peak_mem_mean"]) == 3.0 and float(rec["peak_mem_allocated_mean"]) == 2.0  # GB, reserved
+    assert (rec["n_ok"], rec["n_runs"]) == ("2", "3")
 
 
 def test_plan_cell_writes_result(tiny_dir, tmp_path):
-    cfg = _template(tiny_dir, method="ifr_multi_hop", repeats=2, warmup=0)
+    cfg = _cell(tiny_dir, method="ifr_multi_hop", warmup=0)
     inputs = describe_inputs(cfg)
     assert inputs["data"]["n_tokens"] == 12 and inputs["model"]["model_revision"].startswith("sha256:")
     out = tmp_path / "attribution" / "ifr_multi_hop" / "P12-G6.json"
     result = run_cell(cfg, inputs, out)
-    assert read_result(out) == json.loads(json.dumps(result, default=str))
+    stored = read_result(out)
+    assert stored.to_json()["metrics"] == json.loads(json.dumps(result["metrics"]))
     assert result["kind"] == "attribution_time" and result["status"] == "ok"
-    assert result["metrics"]["time_sec"]["n"] == 2 and result["metrics"]["lengths"]["user_prompt"] == 12
+    assert stored.metrics.time_sec.n == 2 and stored.metrics.lengths["user_prompt"] == 12
+    assert result["config"]["options"] == {"chunk_tokens": 8, "sink_chunk_tokens": 4, "n_hops": 1}
     assert [r["repeat"] for r in result["runs"]] == [0, 1]
 
 
@@ -148,6 +173,8 @@ def test_plan_cell_writes_result(tiny_dir, tmp_path):
         ["--attr-funcs", "IG", "--input-lengths", "0", "--output-lengths", "5"],
         ["--attr-funcs", "IG", "--input-lengths", "5", "--output-lengths", "5", "--dtype", "float8"],
         ["--attr-funcs", "IG", "--input-lengths", "5", "--output-lengths", "5", "--cuda", "a,b"],
+        ["--attr-funcs", "IG", "--input-lengths", "5", "--output-lengths", "5", "--n-steps", "1"],
+        ["--attr-funcs", "IG", "--input-lengths", "5", "--output-lengths", "5", "--repeats", "0"],
         ["--attr-funcs", "IG", "--output-lengths", "5"],
     ],
 )
@@ -155,7 +182,7 @@ def test_time_curve_cli_bad_input_exit_2(tiny_dir, tmp_path, capsys, argv):
     out = tmp_path / "out"
     code = main(["attribution", "time-curve", "--model", str(tiny_dir / "tiny-qwen3"), "--output-dir", str(out), *argv])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("longctx: error:")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("longctx: error:"), err
     assert not out.exists()
 
 
@@ -186,12 +213,14 @@ def test_explain_cli_writes_matrix(tiny_dir, tmp_path, capsys):
     out = tmp_path / "a.json"
     argv = ["attribution", "explain", "--model", str(tiny_dir / "tiny-gpt-neox"), "--dtype", "float32",
             "--device", "cpu", "--method", "ifr_all_positions", "--prompt-file", str(prompt),
-            "--target-text", " ABCDE.", "--out", str(out)]  # fmt: skip
+            "--target-text", " ABCDE.", "--sink-chunk-tokens", "3", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    data = read_result(out)
+    data = json.loads(out.read_text())
+    assert read_result(out).kind == "attribution_explain"
     n_user, n_gen = data["user_prompt_span"][1] - data["user_prompt_span"][0], len(data["generation_ids"])
     assert len(data["matrix"]) == n_gen and all(len(row) == n_user + n_gen for row in data["matrix"])
     assert len(data["prompt_tokens"]) == n_user and len(data["generation_tokens"]) == n_gen
     for g, row in enumerate(data["matrix"]):
         assert all(v is None for v in row[n_user + g :]) and all(v is not None for v in row[: n_user + g])
     assert data["config"]["method"] == "ifr_all_positions" and "provenance" in data and data["eos_counts"]
+    assert data["config"]["options"] == {"chunk_tokens": 128, "sink_chunk_tokens": 3}

@@ -24,8 +24,8 @@ def paper_copy(dest: Path, plan, results: Path) -> Path:
     dest.mkdir(parents=True)
     for name in PAPER_SOURCES:
         shutil.copy(ROOT / "NeurIPS" / name, dest / name)
-    report = generate_tables(plan, results, dest / "generated")
-    generate_figures(plan, results, dest / "figures")
+    report = generate_tables(plan, results / plan.profile, dest / "generated")
+    generate_figures(plan, results / plan.profile, dest / "figures")
     return report
 
 
@@ -60,9 +60,9 @@ def test_missing_cell_shows_insert_data_in_the_pdf(tmp_path):
 
 
 def test_plan_without_the_streaming_study_still_builds(tmp_path):
-    from longctx.plans import load_plan
+    from longctx.plan import load_plan
 
-    env = {"STUDIES": "attribution", "ATTR_FUNCS": "ifr_all_positions,ifr_multi_hop_both"}
+    env = {"STUDIES": "attribution", "ATTR_FUNCS": "ifr_all_positions,ifr_multi_hop"}
     plan = load_plan("smoke", env=env)
     write_all(tmp_path / "results", plan)
     report = paper_copy(tmp_path / "paper", plan, tmp_path / "results")

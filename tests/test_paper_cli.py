@@ -22,17 +22,17 @@ def project(tmp_path, monkeypatch):
 
 def test_paper_all_dry_run_prints_the_plan_and_runs_nothing(project, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(longctx.runner, "run_plan", lambda plan, **kw: calls.append((plan.profile, kw)))
+    monkeypatch.setattr(longctx.runner, "run_plan", lambda plan, where, **kw: calls.append((plan.profile, where, kw)))
     monkeypatch.setenv("DRY_RUN", "1")
     assert cli_main(["paper", "all", "--profile", "smoke"]) == 0
-    assert calls == [("smoke", {"results_root": "results", "dry_run": True})]
+    assert calls == [("smoke", Path("results/smoke"), {"dry_run": True})]
     assert "profile: smoke (requested explicitly)" in capsys.readouterr().out
     assert not (project / "NeurIPS" / "generated").exists() and not (project / "results").exists()
 
 
 def test_paper_all_runs_the_plan_then_generates_and_lists_missing(project, monkeypatch, capsys):
     monkeypatch.delenv("DRY_RUN", raising=False)
-    monkeypatch.setattr(longctx.runner, "run_plan", lambda plan, **kw: longctx.runner.RunReport())
+    monkeypatch.setattr(longctx.runner, "run_plan", lambda plan, where, **kw: longctx.runner.RunReport())
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no TeX here: warn, keep tables and figures
     assert cli_main(["paper", "all", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out

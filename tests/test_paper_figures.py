@@ -11,8 +11,8 @@ FIGURES = ("sweep_R.pdf", "attr_output.pdf", "attr_prompt.pdf", "kv_trace.pdf")
 def test_figures_written_and_byte_identical_across_runs(tmp_path):
     plan = smoke_plan()
     write_all(tmp_path / "results", plan)
-    first = generate_figures(plan, tmp_path / "results", tmp_path / "a")
-    generate_figures(plan, tmp_path / "results", tmp_path / "b")
+    first = generate_figures(plan, tmp_path / "results" / plan.profile, tmp_path / "a")
+    generate_figures(plan, tmp_path / "results" / plan.profile, tmp_path / "b")
     assert first.missing == []
     for name in FIGURES:
         data = (tmp_path / "a" / name).read_bytes()
@@ -23,7 +23,7 @@ def test_figures_written_and_byte_identical_across_runs(tmp_path):
 
 def test_figures_without_results_report_every_cell_they_needed(tmp_path):
     plan = smoke_plan()
-    report = generate_figures(plan, tmp_path / "results", tmp_path / "figs")
+    report = generate_figures(plan, tmp_path / "results" / plan.profile, tmp_path / "figs")
     assert all((tmp_path / "figs" / name).exists() for name in FIGURES)
     needed = {c.id for g in ("sweep_R", "time_curve_output", "time_curve_prompt") for c in plan.groups()[g]}
     needed |= {

@@ -12,6 +12,7 @@ import pytest
 from longctx.cli import main as cli_main
 from longctx.paper.latex import escape, fmt_summary, macro_name
 from longctx.paper.tables import MANIFEST, generate_tables
+from longctx.stats import Summary
 from test_paper_fakes import (
     ATTR_SECONDS,
     STREAMING,
@@ -45,7 +46,7 @@ def row_of(tex: str, label: str) -> list[str]:
 
 
 def generate(plan, tmp_path):
-    report = generate_tables(plan, tmp_path / "results", tmp_path / "generated")
+    report = generate_tables(plan, tmp_path / "results" / plan.profile, tmp_path / "generated")
     return report, lambda name: (tmp_path / "generated" / f"{name}.tex").read_text()
 
 
@@ -90,7 +91,7 @@ def test_repeats_render_mean_pm_std_with_std_to_two_significant_digits(plan, tmp
 def test_fmt_summary_precision(values, expected):
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    assert fmt_summary({"n": len(values), "mean": mean, "std": std}, 3) == expected
+    assert fmt_summary(Summary(n=len(values), mean=mean, std=std, ci95=None, values=values), 3) == expected
 
 
 def test_missing_cell_renders_insert_data_and_is_listed(plan, tmp_path):
@@ -154,12 +155,12 @@ def test_attribution_statuses_and_flashtrace_speedup_at_longest_common_length(pl
     assert row_of(read("attr_time_prompt"), "AttnLRP")[-1] == r"\statuscell{skip}"  # P=4096 > context
     prompt = plan.groups()["time_curve_output"][0].config["prompt_len"]
     longest_ok = lengths[-2]  # IFR is OOM at the longest output, so the comparison moves one step down
-    ratio = ATTR_SECONDS["ifr_all_positions"] / ATTR_SECONDS["ifr_multi_hop_both"]
+    ratio = ATTR_SECONDS["ifr_all_positions"] / ATTR_SECONDS["ifr_multi_hop"]
     macros = read("macros")
     assert rf"\newcommand{{\FlashTraceVsIFROutputLen}}{{{longest_ok}}}" in macros
     assert rf"\newcommand{{\FlashTraceVsIFRSpeedup}}{{{ratio:.1f}}}" in macros
-    t_fast = ATTR_SECONDS["ifr_multi_hop_both"] * (prompt + longest_ok)
-    assert row_of(tex, "FlashTrace (both)")[-2] == f"{t_fast:#.3g}"  # 3 significant digits
+    t_fast = ATTR_SECONDS["ifr_multi_hop"] * (prompt + longest_ok)
+    assert row_of(tex, "FlashTrace &")[-2] == f"{t_fast:#.3g}"  # 3 significant digits
     assert report.missing == []
 
 
@@ -174,7 +175,7 @@ def test_negative_results_table_is_qualitative_and_escaped(plan, tmp_path):
 
 
 def test_plan_without_sweeps_renders_a_note_not_a_table(tmp_path):
-    from longctx.plans import load_plan
+    from longctx.plan import load_plan
 
     plan = load_plan("smoke", env={"RUN_SWEEPS": "0"})
     _, read = generate(plan, tmp_path)
@@ -204,7 +205,7 @@ def test_tables_cli_lists_missing_cells_and_rejects_bad_profile(tmp_path, monkey
     [("smoke", "smoke profile --- not paper numbers"), ("timing", "random weights: speed/memory only")],
 )
 def test_profile_mark_for_smoke_and_timing_but_not_full(profile, banner, tmp_path):
-    from longctx.plans import load_plan
+    from longctx.plan import load_plan
 
     for name in (profile, "full"):
         generate_tables(load_plan(name, env={}), tmp_path / "results", tmp_path / name)

@@ -3,7 +3,7 @@
 import pytest
 
 from longctx.errors import UsageError
-from longctx.plans import PROFILES, load_plan, select_profile
+from longctx.plan import PROFILES, load_plan, select_profile
 
 
 @pytest.mark.parametrize("profile", PROFILES)

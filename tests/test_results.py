@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from longctx.errors import UsageError
 from longctx.results import (
     Action,
     ReusePolicy,
@@ -12,6 +13,7 @@ from longctx.results import (
     build_result,
     config_hash,
     decide,
+    parse_result,
     read_result,
 )
 
@@ -91,7 +93,12 @@ def test_malformed_and_truncated_results_are_reported_and_missing(tmp_path):
 
 
 def _result(hash_, status="ok"):
-    return {"config_hash": hash_, "status": status}
+    from longctx.provenance import utc_now
+
+    data = build_result(
+        study="bench", kind="k", config=CONFIG, inputs=INPUTS, metrics={}, runs=[], started_utc=utc_now(), status=status
+    )
+    return parse_result({**data, "config_hash": hash_})
 
 
 def test_staleness_policy():
@@ -108,6 +115,33 @@ def test_staleness_policy():
 def test_policy_from_env():
     assert ReusePolicy.from_env({"FORCE": "1"}) == ReusePolicy(force=True)
     assert ReusePolicy.from_env({"ALLOW_STALE": "1", "FORCE": "0"}) == ReusePolicy(allow_stale=True)
+    assert ReusePolicy.from_env({"ALLOW_STALE": "no", "FORCE": "false"}) == ReusePolicy()
+    for bad in ({"FORCE": "2"}, {"FORCE": "y"}, {"ALLOW_STALE": "bogus"}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            ReusePolicy.from_env(bad)
+
+
+def test_a_valid_json_result_with_a_wrong_field_is_reported_and_missing(tmp_path):
+    """Issue 16.3: ``"fingerprint": null`` or missing metrics do not crash readers: reported, treated as missing."""
+    from longctx.provenance import utc_now
+
+    good = build_result(
+        study="bench", kind="k", config=CONFIG, inputs=INPUTS, metrics={}, runs=[], started_utc=utc_now()
+    )
+    warnings = []
+    for name, broken in (
+        ("null_fp", {**good, "fingerprint": None}),
+        ("no_metrics", {k: v for k, v in good.items() if k != "metrics"}),
+        ("old_schema", {**good, "schema_version": 1}),
+        ("bad_streaming_metrics", {**good, "study": "streaming", "metrics": {"ppl": "high"}}),
+    ):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(broken))
+        assert read_result(path, warn=warnings.append) is None, name
+    assert len(warnings) == 4 and all("malformed" in w for w in warnings)
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps(good))
+    assert read_result(path).config_hash == good["config_hash"]
 
 
 def test_build_result_has_every_spec_field():

@@ -10,11 +10,11 @@ import torch
 
 from longctx.cli import main
 from longctx.data.samples import write_smoke_text
+from longctx.data.tokens import token_ids_sha256
 from longctx.models import load_causal_lm
 from longctx.streaming.cell import describe_inputs
 from longctx.streaming.config import StreamingEvalConfig, resolve_budget
 from longctx.streaming.evaluator import evaluate_stream
-from longctx.streaming.inputs import token_ids_sha256
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ BAD = [
     (["--method", "start_recent", "--cap-total", "16", "--compress-every", "4"], "does not apply"),
     (["--method", "recompute", "--cap-total", "16", "--overlap", "2"], "does not apply"),
     (["--method", "lazy", "--n-sink", "4"], "exactly one of --window"),
-    (["--method", "lazy", "--window", "8", "--cap-total", "16"], "not allowed with argument"),
+    (["--method", "lazy", "--window", "8", "--cap-total", "16"], "exactly one of --window"),
     (["--method", "lazy", "--window", "0"], "--window must be at least 1"),
     (["--method", "sliding", "--cap-total", "16"], "invalid choice"),
     (["--method", "lazy", "--cap-total", "16", "--repeats", "0"], "--repeats must be at least 1"),
@@ -165,7 +165,7 @@ def test_describe_inputs_of_a_random_model_needs_no_weights(tiny_dir, text_file)
 
 
 def test_kv_len_trace_is_subsampled_to_512_points_keeping_both_ends():
-    from longctx.streaming.cell import _subsample
+    from longctx.streaming.metrics import subsample as _subsample
 
     trace = [(i, 100 + i % 7) for i in range(5000)]
     points = _subsample(trace)

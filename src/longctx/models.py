@@ -7,6 +7,7 @@ timing profile: speed and memory do not depend on weight values).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -97,6 +98,66 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
+def revision_of(spec: str, seed: int) -> str:
+    """The revision a result records: hub commit, content hash of a local directory, or the random-init seed."""
+    return f"random-init:seed={seed}" if spec.startswith(RANDOM_PREFIX) else resolve_model_dir(spec)[1]
+
+
+def tokenizer_spec(model: str, tokenizer: str | None) -> str:
+    """Where the tokenizer comes from: ``tokenizer`` or the model itself (random-weight models need one)."""
+    spec = tokenizer or model
+    if spec.startswith(RANDOM_PREFIX):
+        raise UsageError(f"--model {model} has random weights and no tokenizer; pass --tokenizer DIR")
+    return spec
+
+
+@functools.cache
+def tokenizer_for(model: str, tokenizer: str | None = None):
+    """The tokenizer of a model spec, loaded once per process (plans describe many cells of one model)."""
+    return load_tokenizer(resolve_model_dir(tokenizer_spec(model, tokenizer))[0])
+
+
+def describe_model(
+    model: str, *, tokenizer: str | None, dtype: str, device_map: object, seed: int = 0
+) -> dict:
+    """The ``inputs.model`` block of every result, built without loading weights."""
+    tok = tokenizer_spec(model, tokenizer)
+    return {
+        "model_id": model,
+        "model_revision": revision_of(model, seed),
+        "tokenizer": tok,
+        "tokenizer_revision": revision_of(tok, seed),
+        "dtype": dtype,
+        "device_map": device_map,
+    }
+
+
+def model_config(spec: str):
+    """The model's transformers config, without weights (``random:<arch>`` from the transcribed configs)."""
+    if spec.startswith(RANDOM_PREFIX):
+        from longctx.architectures import RANDOM_ARCHS, make_config
+
+        arch = spec[len(RANDOM_PREFIX) :]
+        if arch not in RANDOM_ARCHS:
+            raise UsageError(f"unknown random architecture {arch!r}; known: {', '.join(RANDOM_ARCHS)}")
+        return make_config(arch)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_model_dir(spec)[0], local_files_only=True)
+
+
+def context_limit(spec: str) -> int | None:
+    """The one context-limit rule: ``max_position_embeddings`` of the model's config (None when absent)."""
+    return getattr(model_config(spec), "max_position_embeddings", None)
+
+
+def eos_id(tokenizer, purpose: str) -> int:
+    """The tokenizer's EOS id; ``purpose`` says in the error why it is needed."""
+    if tokenizer.eos_token_id is None:
+        raise UsageError(f"the tokenizer has no EOS token, which {purpose} needs")
+    return int(tokenizer.eos_token_id)
+
+
 def load_causal_lm(
     spec: str,
     *,
@@ -111,31 +172,20 @@ def load_causal_lm(
 
     torch_dtype = parse_dtype(dtype)
     apply_cuda_visible(cuda)
-    multi_gpu = bool(cuda and "," in cuda)
     device = resolve_device(device)
+    tok = tokenizer_for(spec, tokenizer)
     if spec.startswith(RANDOM_PREFIX):
-        model, model_dir, revision = random_model(spec, torch_dtype, device, seed), None, None
-        if tokenizer is None:
-            raise UsageError(f"--model {spec} has random weights and no tokenizer; pass a tokenizer directory")
+        model = random_model(spec, torch_dtype, device, seed)
     else:
-        model_dir, revision = resolve_model_dir(spec)
-        kwargs = {"dtype": torch_dtype, "local_files_only": True}
-        kwargs["device_map"] = "balanced" if multi_gpu else device
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    tok_dir, tok_rev = (model_dir, revision) if tokenizer is None else resolve_model_dir(tokenizer)
-    tok = load_tokenizer(tok_dir)
+        device_map = "balanced" if cuda and "," in cuda else device
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_dir(spec)[0], dtype=torch_dtype, local_files_only=True, device_map=device_map
+        )
     model.eval()
     model.requires_grad_(False)
-    info = {
-        "model_id": spec,
-        "model_revision": revision or f"random-init:seed={seed}",
-        "tokenizer": str(tokenizer or spec),
-        "tokenizer_revision": tok_rev,
-        "dtype": dtype,
-        "device_map": getattr(model, "hf_device_map", None) or str(device),
-        "architecture": type(model).__name__,
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-    }
+    device_map = getattr(model, "hf_device_map", None) or str(device)
+    info = describe_model(spec, tokenizer=tokenizer, dtype=dtype, device_map=device_map, seed=seed)
+    info.update(architecture=type(model).__name__, n_parameters=sum(p.numel() for p in model.parameters()))
     return LoadedModel(model=model, tokenizer=tok, info=info)
 
 

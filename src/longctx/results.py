@@ -1,8 +1,9 @@
-"""Result JSON: building, hashing, atomic writing, reading, and the reuse/staleness policy.
+"""Result JSON: building, hashing, atomic writing, reading (validated), and the reuse/staleness policy.
 
 A result is valid for reuse only if its ``config_hash`` equals the hash the current code would
 compute for the same cell: sha256 over canonical JSON of ``config`` + ``inputs`` + code version.
-Files that do not parse, or lack the required fields, are reported and treated as missing.
+Every file is read through one schema (``StoredResult``, with the study's typed ``metrics``): a file that
+does not parse or does not match is reported once and treated as missing, never read as numbers.
 """
 
 from __future__ import annotations
@@ -16,10 +17,46 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from longctx import knobs
 from longctx.provenance import code_version, fingerprint, provenance, sha256_json, utc_now
 
-SCHEMA_VERSION = 1
-REQUIRED_FIELDS = ("schema_version", "study", "kind", "status", "config", "inputs", "config_hash")
+SCHEMA_VERSION = 2
+
+
+class Fingerprint(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    identity: dict
+    identity_hash: str
+    observed: dict | None = None
+
+
+class StoredResult(BaseModel):
+    """The envelope every result file has; ``metrics`` is the study's typed model when the study is known."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int
+    study: str
+    kind: str
+    status: str
+    config: dict
+    inputs: dict
+    fingerprint: Fingerprint
+    provenance: dict
+    config_hash: str
+    metrics: Any
+    runs: list
+    stale: dict | None = None
+
+    @property
+    def identity_hash(self) -> str:
+        return self.fingerprint.identity_hash
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
 
 
 def config_hash(config: dict, inputs: dict, code: dict | None = None) -> str:
@@ -85,22 +122,33 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
-def read_result(path: str | os.PathLike, *, warn=None) -> dict | None:
-    """Load a result file; a malformed or truncated one is reported (via ``warn``) and returns None."""
+def parse_result(data: Any) -> StoredResult:
+    """Validate a loaded result against the envelope and its study's metrics model (ValidationError if not)."""
+    from longctx.studies import STUDIES
+
+    result = StoredResult.model_validate(data)
+    if result.schema_version != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {result.schema_version}, this code reads {SCHEMA_VERSION}")
+    if result.study in STUDIES:
+        result.metrics = STUDIES[result.study].read_metrics(result.kind, result.metrics)
+    return result
+
+
+def read_result(path: str | os.PathLike, *, warn=None) -> StoredResult | None:
+    """Load and validate a result file; a malformed, truncated or non-conforming one is reported and is None."""
     warn = warn or _warn
     path = Path(path)
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return parse_result(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         warn(f"malformed result {path} ({type(exc).__name__}: {exc}); treating it as missing")
-        return None
-    missing = [f for f in REQUIRED_FIELDS if not isinstance(data, dict) or f not in data]
-    if missing:
-        warn(f"malformed result {path} (missing {', '.join(missing)}); treating it as missing")
-        return None
-    return data
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()
+        why = first[0] if len(first) < 3 else f"{first[1]}: {first[2].strip()}"
+        warn(f"malformed result {path} ({why}); treating it as missing")
+    return None
 
 
 class CellState(str, Enum):
@@ -124,38 +172,33 @@ class ReusePolicy:
 
     @classmethod
     def from_env(cls, env=None) -> ReusePolicy:
-        env = os.environ if env is None else env
-        return cls(force=_truthy(env.get("FORCE")), allow_stale=_truthy(env.get("ALLOW_STALE")))
+        return cls(force=knobs.flag("FORCE", False, env), allow_stale=knobs.flag("ALLOW_STALE", False, env))
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def cell_state(existing: dict | None, expected_hash: str) -> CellState:
+def cell_state(existing: StoredResult | None, expected_hash: str) -> CellState:
     if existing is None:
         return CellState.MISSING
-    ok = existing.get("status") == "ok" or str(existing.get("status", "")).startswith(("oom", "skipped"))
-    if existing.get("config_hash") == expected_hash and ok:
+    ok = existing.status == "ok" or existing.status.startswith(("oom", "skipped"))
+    if existing.config_hash == expected_hash and ok:
         return CellState.VALID
     return CellState.STALE
 
 
-def decide(existing: dict | None, expected_hash: str, policy: ReusePolicy) -> Action:
+def decide(existing: StoredResult | None, expected_hash: str, policy: ReusePolicy) -> Action:
     """The staleness policy of the spec, in one function."""
     if policy.force:
         return Action.RUN
     state = cell_state(existing, expected_hash)
     if state is CellState.VALID:
         return Action.SKIP
-    if state is CellState.STALE and policy.allow_stale and existing.get("status") == "ok":
+    if state is CellState.STALE and policy.allow_stale and existing.status == "ok":
         return Action.REUSE_STALE
     return Action.RUN
 
 
-def mark_stale(result: dict, reason: str) -> dict:
+def mark_stale(result: StoredResult, reason: str) -> dict:
     """Annotate a reused stale result so tables can flag the numbers that came from it."""
-    return {**result, "stale": {"reason": reason, "reused_utc": utc_now()}}
+    return {**result.to_json(), "stale": {"reason": reason, "reused_utc": utc_now()}}
 
 
 def _warn(message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pydantic import BaseModel, ConfigDict
 from scipy import stats as _scipy_stats
 
 
@@ -20,3 +21,15 @@ def summarize(values: Sequence[float]) -> dict:
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = float(_scipy_stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "values": xs}
+
+
+class Summary(BaseModel):
+    """The typed form of ``summarize``'s output, for readers of result files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int
+    mean: float | None
+    std: float | None
+    ci95: list[float] | None
+    values: list[float]

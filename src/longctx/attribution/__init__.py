@@ -1,25 +1,7 @@
-"""Token-level attribution of generated outputs (study 2): core API, methods, and the time curve."""
+"""Study 2: token-level attribution of generated outputs, and what each method costs as contexts grow.
 
-from longctx.attribution.base import (
-    METHOD_NAMES,
-    METHODS,
-    AttributionConfig,
-    AttributionInputs,
-    AttributionResult,
-    build_inputs,
-    build_length_controlled_inputs,
-    get_method,
-    register_method,
-)
-
-__all__ = [
-    "METHOD_NAMES",
-    "METHODS",
-    "AttributionConfig",
-    "AttributionInputs",
-    "AttributionResult",
-    "build_inputs",
-    "build_length_controlled_inputs",
-    "get_method",
-    "register_method",
-]
+Where things are: ``inputs`` (what is explained), ``method`` (the registry), ``methods/`` (one module per
+family, each with its options), ``tracing``/``routes``/``embeddings``/``sentences`` (shared machinery),
+``config`` (cell and explain settings), ``cell``/``worker`` (one measured cell in a fresh process),
+``metrics`` (the result's metrics), ``study`` (plan cells), ``time_curve`` and ``explain`` (the commands).
+"""

@@ -1,49 +1,101 @@
-"""The attribution time curve: every method × prompt length × output length, repeated, resumable.
+"""``longctx attribution time-curve``: the time curve as a plan run through the result store, plus its views.
 
-Rows go to ``time_curve_runs.jsonl`` (one per run, appended as each cell finishes; rows already there are
-not rerun), the aggregate to ``time_curve_summary.csv`` (pandas: quoting keeps it valid whatever an error
-message contains) and the machine/code/config record to ``provenance.json``. Each cell is measured by
-``longctx.attribution.cell.measure_cell`` in its own worker process — the same code the plan's cells use.
+The grid (methods × prompt lengths × output lengths) becomes cells of ``longctx.attribution.study``, run by
+``longctx.runner`` into ``<output-dir>/results/`` with the same skip/stale/resume rules as ``longctx run``.
+``time_curve_runs.jsonl`` (one row per run, with its cell's config hash) and ``time_curve_summary.csv`` are
+views written from those result files afterwards; the CSV keeps the original script's columns
+(``attr_func, target_input_tokens, target_output_tokens, target_total_tokens, time_mean, time_std,
+peak_mem_mean, peak_mem_std, statuses``; memory in GB = 1e9 bytes of reserved memory summed over devices, as
+the original) and adds this artifact's (sample std, allocated memory, n, actual token counts).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from longctx.attribution.cell import AttributionTimeConfig, measure_cell
+from longctx.attribution.study import time_cell
 from longctx.errors import RunFailure, UsageError
+from longctx.options import declared_fields
+from longctx.plan import Plan
+from longctx.results import StoredResult, read_result
+from longctx.study import Cell
 
 RUNS_FILE = "time_curve_runs.jsonl"
 SUMMARY_FILE = "time_curve_summary.csv"
-PROVENANCE_FILE = "provenance.json"
-GROUP_KEYS = ["attr_func", "input_len", "output_len", "total_len"]
-ROW_KEY = ("attr_func", "input_len", "output_len", "repeat")
-ACTUAL_COLUMNS = ["actual_user_prompt", "actual_formatted_prompt", "actual_generation", "actual_total"]
+RESULTS_DIR = "results"
+GB = 1e9
+ORIGINAL_COLUMNS = [
+    "attr_func",
+    "target_input_tokens",
+    "target_output_tokens",
+    "target_total_tokens",
+    "time_mean",
+    "time_std",
+    "peak_mem_mean",
+    "peak_mem_std",
+    "statuses",
+]
+EXTRA_COLUMNS = [
+    "time_std_sample",
+    "peak_mem_allocated_mean",
+    "n_ok",
+    "n_runs",
+    "actual_user_prompt",
+    "actual_formatted_prompt",
+    "actual_generation",
+    "actual_total",
+    "peak_mem_source",
+    "config_hash",
+]
 
 
 @dataclass(frozen=True)
-class TimeCurveConfig:
-    """The grid and the shared cell settings (``template`` holds every per-cell knob but method and lengths)."""
+class TimeCurve:
+    """The grid and the settings every cell shares (``settings``: TimeCellConfig fields but method/lengths)."""
 
-    template: AttributionTimeConfig
+    settings: dict
     methods: tuple[str, ...]
     grid: tuple[tuple[int, int], ...]  # (prompt_len, output_len); prompt <= 0 only from a total-length grid
-    output_dir: str
-    catch_oom: bool = True
+    options: dict  # option values by name, given to every method that declares them
+    output_dir: Path
 
-    def cells(self) -> list[AttributionTimeConfig]:
-        return [
-            replace(self.template, method=m, prompt_len=p, output_len=g) for m in self.methods for p, g in self.grid
+    @classmethod
+    def from_flags(cls, args, methods: tuple[str, ...], grid, output_dir: Path) -> TimeCurve:
+        """The curve of parsed CLI flags: the shared cell settings and every declared method option."""
+        from longctx.attribution.config import TimeCellConfig
+        from longctx.attribution.method import option_classes
+
+        settings = {name: getattr(args, name) for name in declared_fields(TimeCellConfig)}
+        options = {name: getattr(args, name) for name in declared_fields(*option_classes())}
+        return cls(settings, methods, grid, options, output_dir)
+
+    def check(self) -> None:
+        """Every cell's config and inputs, before anything is written (bad input: UsageError, exit 2)."""
+        from longctx.studies import STUDIES
+
+        study = STUDIES["attribution"]
+        for cell in self.plan().unique_cells():
+            study.describe_inputs(study.config(cell.config))
+
+    def plan(self) -> Plan:
+        cells = [
+            time_cell(self.settings, "time_curve", m, p, g, self.options) for m in self.methods for p, g in self.grid
         ]
+        return Plan(profile="time-curve", description=f"time curve in {self.output_dir}", assets={}, cells=cells)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.output_dir / RESULTS_DIR
 
 
 def length_grid(
     input_lengths: list[int] | None, output_lengths: list[int], total_lengths: list[int] | None
 ) -> tuple[tuple[int, int], ...]:
     """Prompt × output lengths; with the deprecated total lengths the prompt is total - output."""
+    if input_lengths and total_lengths:
+        raise UsageError("give --input-lengths or the deprecated --total-lengths, not both")
     if total_lengths:
         return tuple((t - g, g) for t in total_lengths for g in output_lengths)
     if not input_lengths:
@@ -51,125 +103,83 @@ def length_grid(
     return tuple((p, g) for p in input_lengths for g in output_lengths)
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows already recorded. A truncated last line (killed mid-write) is dropped and the file rewritten
-    without it so appends stay line-aligned; a bad line elsewhere is an error."""
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for k, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if k != len(lines) - 1:
-                raise UsageError(f"{path} line {k + 1} is not JSON; fix or move the file") from None
-            path.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows), encoding="utf-8")
-    return rows
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
-def _identity(cfg: TimeCurveConfig) -> dict:
-    """What rows of one output directory must share to be comparable (everything but the grid)."""
-    fields = dataclasses.asdict(cfg.template)
-    for key in ("method", "prompt_len", "output_len", "repeats", "warmup"):
-        fields.pop(key)
-    return fields
+def _population_std(values: list[float]) -> float | None:
+    """numpy's default std (ddof=0), which the original summary reports."""
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
-def _check_resumable(out: Path, cfg: TimeCurveConfig) -> None:
-    prov = out / PROVENANCE_FILE
-    if not prov.exists():
-        return
-    previous = json.loads(prov.read_text(encoding="utf-8")).get("config", {}).get("cell_settings")
-    if previous is not None and previous != _identity(cfg):
-        changed = sorted(k for k in _identity(cfg) if previous.get(k) != _identity(cfg)[k])
-        raise UsageError(f"{out} holds runs with other settings ({', '.join(changed)}); use another --output-dir")
-
-
-def write_provenance(out: Path, cfg: TimeCurveConfig, started: str) -> None:
-    from longctx.provenance import fingerprint, provenance
-    from longctx.results import atomic_write_json
-
-    config = {
-        "cell_settings": _identity(cfg),
-        "methods": list(cfg.methods),
-        "grid": [list(pg) for pg in cfg.grid],
-        "repeats": cfg.template.repeats,
-        "warmup": cfg.template.warmup,
-        "catch_oom": cfg.catch_oom,
+def summary_row(result: StoredResult) -> dict:
+    """One CSV row of a cell's result (the original's columns first)."""
+    config, metrics = result.config, result.metrics
+    ok = [run for run in result.runs if run["status"] == "ok"]
+    reserved = [run["peak_mem"]["reserved_bytes"] / GB for run in ok]
+    lengths = metrics.lengths or {}
+    return {
+        "attr_func": config["method"],
+        "target_input_tokens": config["prompt_len"],
+        "target_output_tokens": config["output_len"],
+        "target_total_tokens": config["prompt_len"] + config["output_len"],
+        "time_mean": metrics.time_sec.mean,
+        "time_std": _population_std([run["time_sec"] for run in ok]),
+        "peak_mem_mean": _mean(reserved),
+        "peak_mem_std": _population_std(reserved),
+        "statuses": "|".join(metrics.statuses),
+        "time_std_sample": metrics.time_sec.std,
+        "peak_mem_allocated_mean": _mean([run["peak_mem"]["allocated_bytes"] / GB for run in ok]),
+        "n_ok": len(ok),
+        "n_runs": len(result.runs),
+        "actual_user_prompt": lengths.get("user_prompt"),
+        "actual_formatted_prompt": lengths.get("formatted_prompt"),
+        "actual_generation": lengths.get("generation"),
+        "actual_total": lengths.get("total"),
+        "peak_mem_source": metrics.peak_mem.source,
+        "config_hash": result.config_hash,
     }
-    atomic_write_json(
-        out / PROVENANCE_FILE, {"fingerprint": fingerprint(), "provenance": provenance(started), "config": config}
-    )
 
 
-def summarize_rows(rows: list[dict]):
-    """Per method × lengths: mean and sample std of time and peak memory over ok runs, n, statuses."""
+def stored_results(results_dir: Path, cells: list[Cell]) -> list[StoredResult]:
+    """The results of ``cells`` that exist (in plan order)."""
+    found = [read_result(Path(results_dir) / f"{cell.id}.json") for cell in cells]
+    return [r for r in found if r is not None]
+
+
+def write_views(out_dir: Path, results: list[StoredResult]) -> tuple[Path, Path]:
+    """``time_curve_runs.jsonl`` and ``time_curve_summary.csv`` from the results (atomic renames)."""
     import pandas as pd
 
-    measured = ["time_mean", "time_std", "n_ok", "n_runs", "peak_mem_allocated_mean", "peak_mem_reserved_mean"]
-    columns = GROUP_KEYS + measured + ACTUAL_COLUMNS + ["statuses"]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    frame = pd.DataFrame(rows)
-    for col in ["time_sec", "peak_mem_allocated_bytes", "peak_mem_reserved_bytes", *ACTUAL_COLUMNS]:
-        if col not in frame:
-            frame[col] = None
-    records = []
-    for key, group in frame.groupby(GROUP_KEYS, sort=True):
-        ok = group[group["status"] == "ok"]
-        counts = group["status"].value_counts()
-        records.append(
-            {
-                **dict(zip(GROUP_KEYS, key, strict=True)),
-                "time_mean": ok["time_sec"].astype(float).mean() if len(ok) else None,
-                "time_std": ok["time_sec"].astype(float).std(ddof=1) if len(ok) > 1 else None,
-                "n_ok": len(ok),
-                "n_runs": len(group),
-                "peak_mem_allocated_mean": ok["peak_mem_allocated_bytes"].astype(float).mean() if len(ok) else None,
-                "peak_mem_reserved_mean": ok["peak_mem_reserved_bytes"].astype(float).mean() if len(ok) else None,
-                **{c: group[c].dropna().iloc[0] if group[c].notna().any() else None for c in ACTUAL_COLUMNS},
-                "statuses": "; ".join(f"{status} x{n}" for status, n in sorted(counts.items())),
-            }
-        )
-    summary = pd.DataFrame(records, columns=columns)
-    return summary.astype({c: "Int64" for c in ["n_ok", "n_runs", *ACTUAL_COLUMNS]})
+    runs_path, summary_path = out_dir / RUNS_FILE, out_dir / SUMMARY_FILE
+    tmp = runs_path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for result in results:
+            for run in result.runs:
+                fh.write(json.dumps({**run, "config_hash": result.config_hash}, default=str) + "\n")
+    tmp.replace(runs_path)
+    frame = pd.DataFrame([summary_row(r) for r in results], columns=ORIGINAL_COLUMNS + EXTRA_COLUMNS)
+    tmp = summary_path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(summary_path)
+    return runs_path, summary_path
 
 
-def write_summary(out: Path, rows: list[dict]) -> Path:
-    path = out / SUMMARY_FILE
-    tmp = path.with_suffix(".csv.tmp")
-    summarize_rows(rows).to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+def run_time_curve(curve: TimeCurve, *, catch_oom: bool = True, env=None) -> list[StoredResult]:
+    """Run (or resume) the curve's cells, then write the views; RunFailure at the first OOM unless ``catch_oom``."""
+    from longctx.runner import run_plan
 
-
-def run_time_curve(cfg: TimeCurveConfig, progress: bool = True) -> list[dict]:
-    """Measure every missing run of the grid, appending rows; returns all rows. RunFailure on OOM when
-    ``catch_oom`` is off (after recording the row and the summary)."""
-    from tqdm import tqdm
-
-    from longctx.provenance import utc_now
-
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(out, cfg)
-    write_provenance(out, cfg, utc_now())
-    runs_path = out / RUNS_FILE
-    rows = read_rows(runs_path)
-    done = {tuple(row[k] for k in ROW_KEY) for row in rows}
-    cells = cfg.cells()
-    bar = tqdm(cells, unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(f"{cell.method} P={cell.prompt_len} G={cell.output_len}")
-        missing = [r for r in range(cell.repeats) if (cell.method, cell.prompt_len, cell.output_len, r) not in done]
-        new = measure_cell(cell, missing, log_path=out / "worker.log")
-        with runs_path.open("a", encoding="utf-8") as fh:
-            for row in new:
-                fh.write(json.dumps(row, default=str) + "\n")
-        rows += new
-        if not cfg.catch_oom and any(row["status"] == "oom" for row in new):
-            write_summary(out, rows)
-            raise RunFailure(f"{cell.method} P={cell.prompt_len} G={cell.output_len}: out of memory (--no-catch-oom)")
-    write_summary(out, rows)
-    return rows
+    plan = curve.plan()
+    curve.output_dir.mkdir(parents=True, exist_ok=True)
+    stop = None if catch_oom else (lambda r: "out of memory (--no-catch-oom)" if r["status"] == "oom" else None)
+    try:
+        report = run_plan(plan, curve.results_dir, env=env, stop_after=stop)
+    finally:
+        results = stored_results(curve.results_dir, plan.unique_cells())
+        write_views(curve.output_dir, results)
+    if report.failures:
+        raise RunFailure(f"{len(report.failures)} cell(s) failed: {', '.join(sorted(report.failures))}")
+    return results

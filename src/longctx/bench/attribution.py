@@ -1,16 +1,18 @@
 """Attribution benchmark: FlashTrace and IFR time and peak memory as the output grows (prompt fixed).
 
-Each point is an isolated time-curve cell (a fresh worker process), so an OOM at 32k tokens cannot spoil
-the next point. Goals (issue 7, one H100): FlashTrace at 5,000 output tokens in <= 5 s; 10,000 and
-32,000 tokens complete without OOM. The CPU shapes exist so the harness itself is exercised anywhere.
+Each point is a time-curve cell run through the plan runner (a fresh worker process per cell), so an OOM
+at 32k tokens cannot spoil the next point; "FlashTrace" is ``ifr_multi_hop``, as everywhere. Goals (issue
+7, one H100): FlashTrace at 5,000 output tokens in <= 5 s; 10,000 and 32,000 tokens complete without OOM.
+The CPU shapes exist so the harness itself is exercised anywhere.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from longctx.attribution.cell import AttributionTimeConfig, cell_metrics, measure_cell, overall_status
+from longctx.attribution.study import time_cell
+from longctx.plan import Plan
+from longctx.results import ReusePolicy, read_result
 
 TIMING = {
     "model": "random:qwen3-8b",
@@ -19,8 +21,8 @@ TIMING = {
     "device": "cuda",
     "prompt_len": 10,
     "grid": {
-        "ifr_multi_hop_both": [10, 100, 1000, 5000, 10000, 32000],
-        "ifr_multi_hop": [10, 1000, 5000],
+        "ifr_multi_hop": [10, 100, 1000, 5000, 10000, 32000],
+        "ifr_multi_hop_both": [10, 1000, 5000],
         "ifr_all_positions": [10, 100, 1000, 5000],
     },
     "repeats": 3,
@@ -32,10 +34,11 @@ CPU = {
     "dtype": "float32",
     "device": "cpu",
     "prompt_len": 10,
-    "grid": {"ifr_multi_hop_both": [64, 256, 1024], "ifr_all_positions": [64, 256]},
+    "grid": {"ifr_multi_hop": [64, 256, 1024], "ifr_all_positions": [64, 256]},
     "repeats": 2,
     "warmup": 1,
 }
+FLASHTRACE, IFR = "ifr_multi_hop", "ifr_all_positions"
 HEADLINE_LEN = 5000
 
 
@@ -46,55 +49,49 @@ def _ensure_tokenizer(path: str) -> None:
         make_tiny(Path(path).parent)
 
 
-def run_attribution_bench(shapes: str, log_dir: str | Path) -> tuple[dict, dict]:
-    """Measure the grid of ``shapes`` ('timing' or 'cpu'); return (config, metrics)."""
+def bench_plan(shapes: str) -> Plan:
+    """The bench's cells: the time-curve cells of each method at each output length (defaults elsewhere)."""
+    spec = TIMING if shapes == "timing" else CPU
+    settings = {k: spec[k] for k in ("model", "tokenizer", "dtype", "device", "repeats", "warmup")}
+    cells = [
+        time_cell(settings, "bench", method, spec["prompt_len"], output_len, {})
+        for method, lengths in spec["grid"].items()
+        for output_len in lengths
+    ]
+    return Plan(profile=f"bench-{shapes}", description=f"attribution bench ({shapes} shapes)", assets={}, cells=cells)
+
+
+def run_attribution_bench(shapes: str, out_dir: str | Path) -> tuple[dict, dict]:
+    """Measure the grid of ``shapes`` ('timing' or 'cpu') as fresh cells; return (config, metrics)."""
+    from longctx.runner import run_plan
+
     spec = TIMING if shapes == "timing" else CPU
     _ensure_tokenizer(spec["tokenizer"])
+    plan = bench_plan(shapes)
+    cells_dir = Path(out_dir) / "cells" / shapes
+    run_plan(plan, cells_dir, ReusePolicy(force=True))
     curves: dict[str, list[dict]] = {}
-    for method, lengths in spec["grid"].items():
-        for output_len in lengths:
-            cfg = AttributionTimeConfig(
-                method=method,
-                prompt_len=spec["prompt_len"],
-                output_len=output_len,
-                model=spec["model"],
-                tokenizer=spec["tokenizer"],
-                dtype=spec["dtype"],
-                device=spec["device"],
-                warmup=spec["warmup"],
-                repeats=spec["repeats"],
-            )
-            rows = measure_cell(cfg, list(range(cfg.repeats)), Path(log_dir) / f"{method}-G{output_len}.log")
-            metrics = cell_metrics(rows)
-            curves.setdefault(method, []).append(
-                {
-                    "output_len": output_len,
-                    "status": overall_status(rows),
-                    "time_sec": metrics["time_sec"],
-                    "peak_mem_allocated_bytes": metrics["peak_mem_allocated_bytes"],
-                    "peak_mem_reserved_bytes": metrics["peak_mem_reserved_bytes"],
-                    "peak_mem_source": metrics["peak_mem_source"],
-                    "lengths": metrics["lengths"],
-                }
-            )
+    for cell in plan.cells:
+        result = read_result(cells_dir / f"{cell.id}.json")
+        if result is None:
+            continue
+        curves.setdefault(cell.config["method"], []).append(
+            {
+                "output_len": cell.config["output_len"],
+                "status": result.status,
+                "time_sec": result.metrics.time_sec.model_dump(),
+                "peak_mem": result.metrics.peak_mem.model_dump(),
+                "lengths": result.metrics.lengths,
+                "config_hash": result.config_hash,
+            }
+        )
     metrics = {
         "curves": curves,
-        "flashtrace_5000_sec": _mean_at(curves.get("ifr_multi_hop_both", []), HEADLINE_LEN),
+        "flashtrace_5000_sec": _mean_at(curves.get(FLASHTRACE, []), HEADLINE_LEN),
         "flashtrace_vs_ifr_speedup": _speedup(curves),
     }
-    config = {
-        **{k: v for k, v in spec.items() if k != "grid"},
-        "grid": spec["grid"],
-        "shapes": shapes,
-        "cell_defaults": _defaults(),
-    }
+    config = {**{k: v for k, v in spec.items() if k != "grid"}, "grid": spec["grid"], "shapes": shapes}
     return config, metrics
-
-
-def _defaults() -> dict:
-    """The knobs every cell leaves at its default (chunk sizes, IG steps, ...), recorded with the bench."""
-    fields = dataclasses.fields(AttributionTimeConfig)
-    return {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
 
 
 def _mean_at(points: list[dict], output_len: int) -> float | None:
@@ -106,8 +103,8 @@ def _mean_at(points: list[dict], output_len: int) -> float | None:
 
 def _speedup(curves: dict) -> dict | None:
     """IFR / FlashTrace time at the longest output length both completed."""
-    ifr = {p["output_len"]: p for p in curves.get("ifr_all_positions", []) if p["status"] == "ok"}
-    ft = {p["output_len"]: p for p in curves.get("ifr_multi_hop_both", []) if p["status"] == "ok"}
+    ifr = {p["output_len"]: p for p in curves.get(IFR, []) if p["status"] == "ok"}
+    ft = {p["output_len"]: p for p in curves.get(FLASHTRACE, []) if p["status"] == "ok"}
     common = sorted(set(ifr) & set(ft))
     if not common:
         return None

@@ -15,7 +15,7 @@ import torch
 
 from longctx.models import parse_dtype, random_model
 from longctx.stats import summarize
-from longctx.streaming.config import StreamingEvalConfig, resolve_budget
+from longctx.streaming.config import cache_budget
 from longctx.streaming.evaluator import evaluate_stream
 
 from .bandwidth import copy_bandwidth
@@ -60,21 +60,10 @@ CPU_SHAPES = dict(
 )
 
 
-def _budget(cfg: StreamingBenchConfig, method: str, impl: str, lazy: bool = False):
+def _budget(cfg: StreamingBenchConfig, method: str, lazy: bool = False):
     knobs = {"compress_every": cfg.compress_every} if lazy else {}
     sinks = cfg.baseline_sink if method == "recompute" else cfg.n_sink
-    return resolve_budget(
-        StreamingEvalConfig(
-            model=f"random:{cfg.arch}",
-            text_file="-",
-            method=method,
-            max_eval_tokens=2,
-            n_sink=sinks,
-            cap_total=cfg.cap_total,
-            impl=impl,
-            **knobs,
-        )
-    )
+    return cache_budget(method, n_sink=sinks, cap_total=cfg.cap_total, **knobs)
 
 
 def run_streaming_bench(cfg: StreamingBenchConfig) -> dict:
@@ -90,7 +79,7 @@ def run_streaming_bench(cfg: StreamingBenchConfig) -> dict:
     kv_bytes = _kv_bytes(model, cfg.cap_total)
     variants = {}
     for label, method, impl, extra in VARIANTS:
-        budget = _budget(cfg, method, impl, **extra)
+        budget = _budget(cfg, method, **extra)
         tpots = []
         for index in range(cfg.warmup + cfg.repeats):
             run = evaluate_stream(model, ids, budget, impl)

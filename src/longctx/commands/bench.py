@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from longctx.errors import UsageError
 
@@ -48,7 +47,7 @@ def run(args) -> int:
         from longctx.bench.attribution import run_attribution_bench
 
         started = utc_now()
-        cfg, metrics = run_attribution_bench(shapes, log_dir=Path(args.out_dir) / "logs")
+        cfg, metrics = run_attribution_bench(shapes, args.out_dir)
         path = write_bench("attribution", cfg, metrics, started, args.out_dir)
         print(f"flashtrace_5000_sec: {metrics.get('flashtrace_5000_sec')}  ->  {path}")
     return 0

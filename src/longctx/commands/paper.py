@@ -7,9 +7,9 @@ that runs experiments (through the plan runner) before generating and building.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from longctx import knobs
 from longctx.errors import RunFailure, UsageError
 
 DEFAULT_PAPER_DIR = "NeurIPS"
@@ -45,7 +45,7 @@ def _common(p) -> None:
 
 def _plan(args):
     """Select the profile (saying which and why) and load its plan."""
-    from longctx.plans import load_plan, select_profile
+    from longctx.plan import load_plan, select_profile
 
     profile, why = select_profile(args.profile)
     print(f"profile: {profile} ({why})")
@@ -74,12 +74,14 @@ def print_missing(missing: list[str], notes: list[str]) -> None:
 def _generate(kind: str, plan, args):
     from longctx.paper.figures import generate_figures
     from longctx.paper.tables import generate_tables
+    from longctx.runner import profile_dir
 
     paper_dir = _paper_dir(args)
+    results_dir = profile_dir(args.results_dir, plan.profile)
     if kind == "tables":
-        report = generate_tables(plan, args.results_dir, paper_dir / "generated")
+        report = generate_tables(plan, results_dir, paper_dir / "generated")
     else:
-        report = generate_figures(plan, args.results_dir, paper_dir / "figures")
+        report = generate_figures(plan, results_dir, paper_dir / "figures")
     print(f"{kind}: written to {paper_dir / ('generated' if kind == 'tables' else 'figures')}")
     return report
 
@@ -124,14 +126,15 @@ def build_command(args) -> int:
 def all_command(args) -> int:
     """Profile -> run the plan -> tables -> figures -> PDF -> the list of missing cells."""
     from longctx.paper.build import INSTALL_HINT, build_pdf, missing_tex_tools
-    from longctx.runner import run_plan
+    from longctx.runner import profile_dir, run_plan
 
     paper_dir = _paper_dir(args)
     plan = _plan(args)
-    if args.dry_run or os.environ.get("DRY_RUN", "") not in ("", "0"):
-        run_plan(plan, results_root=args.results_dir, dry_run=True)
+    results_dir = profile_dir(args.results_dir, plan.profile)
+    if args.dry_run or knobs.flag("DRY_RUN"):
+        run_plan(plan, results_dir, dry_run=True)
         return 0
-    run = run_plan(plan, results_root=args.results_dir)
+    run = run_plan(plan, results_dir)
     report = _generate("tables", plan, args).merge(_generate("figures", plan, args))
     missing_tools = missing_tex_tools()
     if missing_tools:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from longctx import knobs
 from longctx.errors import RunFailure, UsageError
 
 # Slices of the plan a user can ask for by name (groups of cells).
@@ -28,11 +27,13 @@ def register(sub) -> None:
 
 
 def select_cells(plan, name: str):
-    """Restrict a plan to the named slice (``baseline``: the recompute cells only)."""
+    """Restrict a plan to the named slice (``baseline``: the cells the studies call baselines)."""
+    from longctx.studies import STUDIES
+
     if name == "all":
         return plan
     if name == "baseline":
-        plan.cells = [c for c in plan.cells if c.study == "streaming" and c.config.get("method") == "recompute"]
+        plan.cells = [c for c in plan.cells if STUDIES[c.study].is_baseline(STUDIES[c.study].config(c.config))]
     else:
         plan.cells = [c for c in plan.cells if c.group in SLICES[name]]
     if not plan.cells:
@@ -41,14 +42,14 @@ def select_cells(plan, name: str):
 
 
 def run(args) -> int:
-    from longctx.plans import load_plan, select_profile
-    from longctx.runner import run_plan
+    from longctx.plan import load_plan, select_profile
+    from longctx.runner import profile_dir, run_plan
 
     profile, why = select_profile(args.profile)
     print(f"profile: {profile} ({why})")
     plan = select_cells(load_plan(profile), args.plan)
-    dry = args.dry_run or os.environ.get("DRY_RUN", "") not in ("", "0")
-    report = run_plan(plan, results_root=args.results_dir, dry_run=dry)
+    dry = args.dry_run or knobs.flag("DRY_RUN")
+    report = run_plan(plan, profile_dir(args.results_dir, profile), dry_run=dry)
     if report.failures:
         raise RunFailure(f"{len(report.failures)} cell(s) failed: {', '.join(sorted(report.failures))}")
     return 0

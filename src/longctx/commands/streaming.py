@@ -9,45 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from longctx.streaming.config import IMPLS, METHODS, REFRESH_POLICIES, StreamingEvalConfig, resolve_budget
+from longctx.options import add_flags, build
+from longctx.streaming.config import StreamingEvalConfig, resolve_budget
 
 
 def register(sub) -> None:
-    """Add ``streaming eval`` to the top-level subparsers."""
+    """Add ``streaming eval`` to the top-level subparsers (flags derived from ``StreamingEvalConfig``)."""
     streaming = sub.add_parser("streaming", help="bounded KV-cache streaming study")
     actions = streaming.add_subparsers(dest="streaming_command", required=True, parser_class=type(streaming))
     p = actions.add_parser("eval", help="decode-loop PPL and speed of one cache method")
-    p.add_argument("--model", required=True, help="local HF dir, hub id in the offline cache, or random:<arch>")
-    p.add_argument("--tokenizer", default=None, help="tokenizer dir (needed with random:<arch>)")
-    p.add_argument("--text-file", required=True, help="plain UTF-8 text or JSON with a 'text' field")
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--n-sink", type=int, default=0, help="S: sink tokens kept at positions 0..S-1")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--window", type=int, default=None, help="W: recent window (C_total = S+W+σ+O+B)")
-    budget.add_argument("--cap-total", type=int, default=None, help="C_total: auto-cap W = C_total-S-σ-O-B")
-    p.add_argument("--compress-every", type=int, default=1, help="R (lazy): prune when len - C_soft >= R; 0 = never")
-    p.add_argument("--cache-slack", type=int, default=0, help="σ (lazy): C_soft = C_total - σ")
-    p.add_argument("--max-drop", type=int, default=0, help="δ (lazy): drop at most δ per prune; 0 = no limit")
-    p.add_argument("--overlap", type=int, default=0, help="O: widens the recent block to W + O")
-    p.add_argument("--refresh-budget", type=int, default=0, help="B: re-insert B dropped tokens per prune")
-    p.add_argument("--refresh-policy", default="none", choices=REFRESH_POLICIES)
-    p.add_argument("--max-eval-tokens", type=int, required=True, help="N: tokens of the text evaluated")
-    p.add_argument("--impl", default="fast", choices=IMPLS, help="cache implementation (same definition)")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--warmup", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="seed of random:<arch> weights")
-    p.add_argument("--save-nll", action="store_true", help="store per-token NLL of x_1..x_{N-1} in metrics.nll")
-    p.add_argument("--profile-maintenance", action="store_true", help="time cache maintenance vs forward (syncs)")
+    add_flags(p, StreamingEvalConfig)
     p.add_argument("--out", required=True, help="result JSON path")
     p.set_defaults(func=run_eval)
-
-
-def config_from_args(args) -> StreamingEvalConfig:
-    """The cell config from parsed flags (flag names match the dataclass fields)."""
-    fields = StreamingEvalConfig.__dataclass_fields__
-    return StreamingEvalConfig(**{name: getattr(args, name) for name in fields})
 
 
 def run_eval(args) -> int:
@@ -55,7 +28,7 @@ def run_eval(args) -> int:
     from longctx.models import parse_dtype
     from longctx.streaming.cell import describe_inputs, run_cell
 
-    cfg = config_from_args(args)
+    cfg = build(StreamingEvalConfig, args)
     budget = resolve_budget(cfg)
     parse_dtype(cfg.dtype)
     inputs = describe_inputs(cfg)

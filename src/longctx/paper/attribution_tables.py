@@ -8,22 +8,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from longctx.attribution.method import methods
 from longctx.paper.latex import MISSING, escape, fmt_summary_sig, mark
 from longctx.paper.render import Table
 from longctx.paper.store import ResultView
-from longctx.plans import Cell
+from longctx.results import StoredResult
+from longctx.stats import Summary
+from longctx.study import Cell
 
-METHOD_LABELS = {
-    "IG": "IG",
-    "attention_I_G": "Attention×IG",
-    "attnlrp": "AttnLRP",
-    "perturbation_all": "Perturbation (log-prob)",
-    "perturbation_CLP": "Perturbation (CLP, KL)",
-    "perturbation_REAGENT": "ReAGent",
-    "ifr_all_positions": "IFR (all positions)",
-    "ifr_multi_hop": "FlashTrace",
-    "ifr_multi_hop_both": "FlashTrace (both)",
-}
+
+def method_label(name: str) -> str:
+    """The paper's label of a method (from the method registry)."""
+    spec = methods().get(name)
+    return spec.label if spec else name
+
+
+def time_summary(result: StoredResult) -> Summary:
+    return result.metrics.time_sec
+
+
+def memory_summary(result: StoredResult) -> Summary:
+    """Peak memory allocated (weights included), summed over devices."""
+    return result.metrics.peak_mem.allocated_bytes
 
 
 @dataclass(frozen=True)
@@ -61,20 +67,21 @@ def curve_grid(view: ResultView, curve: Curve) -> tuple[list[str], list[int], di
 
 def memory_unit(view: ResultView, cells: list[Cell]) -> tuple[str, float]:
     """GiB when any measured peak reaches 1 GiB, else MiB (one unit per table)."""
-    results = [r for r in map(view.get, cells) if r is not None]
-    peaks = [(r.get("metrics", {}).get("peak_mem_allocated_bytes") or {}).get("mean") for r in results]
+    results = [r for r in map(view.get, cells) if r is not None and r.status == "ok"]
+    peaks = [memory_summary(r).mean for r in results]
     return ("GiB", 2**30) if any(p and p >= 2**30 for p in peaks) else ("MiB", 2**20)
 
 
-def value_cell(view: ResultView, cell: Cell | None, metric: str, scale: float) -> str:
+def value_cell(view: ResultView, cell: Cell | None, metric, scale: float) -> str:
+    """``metric(result)`` (a Summary) formatted, or the cell's status, or ``--`` outside the grid."""
     if cell is None:
         return "--"
     result = view.get(cell)
     if result is None:
         return MISSING
-    if result.get("status") != "ok":
-        return status_text(str(result.get("status")))
-    return mark(fmt_summary_sig(result.get("metrics", {}).get(metric), 3, scale=scale), result)
+    if result.status != "ok":
+        return status_text(result.status)
+    return mark(fmt_summary_sig(metric(result), 3, scale=scale), result)
 
 
 def curve_table(view: ResultView, curve: Curve, quantity: str) -> Table:
@@ -84,14 +91,14 @@ def curve_table(view: ResultView, curve: Curve, quantity: str) -> Table:
     fixed = sorted({c.config[curve.fixed] for c in cells})
     fixed_text = ", ".join(str(v) for v in fixed) or "--"
     if quantity == "time":
-        metric, scale, what = "time_sec", 1.0, "Wall-clock time (s) of one attribution"
+        metric, scale, what = time_summary, 1.0, "Wall-clock time (s) of one attribution"
     else:
         unit, scale = memory_unit(view, cells)
-        metric, what = "peak_mem_allocated_bytes", f"Peak memory allocated ({unit}) during one attribution"
+        metric, what = memory_summary, f"Peak memory allocated ({unit}) during one attribution"
         scale = 1 / scale
     rows = [
         [
-            escape(METHOD_LABELS.get(m, m)),
+            escape(method_label(m)),
             *(value_cell(view, grid.get((m, n)), metric, scale) for n in lengths),
         ]
         for m in methods

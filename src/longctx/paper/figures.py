@@ -15,9 +15,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from longctx.paper.attribution_tables import CURVES, METHOD_LABELS, Curve, curve_grid  # noqa: E402
+from longctx.paper.attribution_tables import CURVES, Curve, curve_grid, method_label  # noqa: E402
 from longctx.paper.store import Report, ResultView  # noqa: E402
-from longctx.plans import Plan  # noqa: E402
+from longctx.plan import Plan  # noqa: E402
 
 RC = {
     "font.family": "DejaVu Sans",
@@ -56,15 +56,14 @@ def sweep_r_figure(view: ResultView, out: Path) -> Path:
         result = view.get(cell)
         missing |= result is None
         if result is not None:
-            metrics = result["metrics"]
-            points.append((cell.config["compress_every"], metrics["ppl"], metrics["tpot_ms"]))
+            points.append((cell.config["compress_every"], result.metrics.ppl, result.metrics.tpot_ms))
     points.sort(key=lambda p: p[0])
     fig, (ax_ppl, ax_tpot) = plt.subplots(1, 2, figsize=(5.5, 2.0))
     if points:
         rs = [p[0] for p in points]
         ax_ppl.plot(rs, [p[1] for p in points], "o-")
         ax_tpot.errorbar(
-            rs, [p[2]["mean"] for p in points], yerr=[p[2]["std"] or 0 for p in points], fmt="o-"
+            rs, [p[2].mean for p in points], yerr=[p[2].std or 0 for p in points], fmt="o-"
         )
         for ax in (ax_ppl, ax_tpot):
             ax.set_xscale("log", base=2)
@@ -89,13 +88,13 @@ def attribution_figure(view: ResultView, curve: Curve, out: Path) -> Path:
                 continue
             result = view.get(grid[(method, length)])
             missing |= result is None
-            if result is not None and result.get("status") == "ok":
+            if result is not None and result.status == "ok":
                 xs.append(length)
-                times.append(result["metrics"]["time_sec"]["mean"])
-                mems.append(result["metrics"]["peak_mem_allocated_bytes"]["mean"] / 2**20)
+                times.append(result.metrics.time_sec.mean)
+                mems.append(result.metrics.peak_mem.allocated_bytes.mean / 2**20)
         if xs:
             plotted = True
-            label = METHOD_LABELS.get(method, method)
+            label = method_label(method)
             ax_time.plot(xs, times, "o-", label=label)
             ax_mem.plot(xs, mems, "o-", label=label)
     if plotted:
@@ -122,7 +121,7 @@ def kv_trace_figure(view: ResultView, out: Path) -> Path:
     for cell in cells:
         result = view.get(cell)
         missing |= result is None
-        trace = result["metrics"]["cache"]["kv_len_trace"] if result else []
+        trace = result.metrics.cache.kv_len_trace if result else []
         if trace:
             plotted = True
             steps, lengths = zip(*trace, strict=True)
@@ -136,11 +135,11 @@ def kv_trace_figure(view: ResultView, out: Path) -> Path:
     return save(fig, out / "kv_trace.pdf")
 
 
-def generate_figures(plan: Plan, results_root: str | Path, out_dir: str | Path) -> Report:
+def generate_figures(plan: Plan, results_dir: str | Path, out_dir: str | Path) -> Report:
     """Write every figure PDF for ``plan`` into ``out_dir``; return the cells the figures lacked."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    view = ResultView(plan, results_root)
+    view = ResultView(plan, results_dir)
     with plt.rc_context(RC):
         sweep_r_figure(view, out)
         for curve in CURVES:

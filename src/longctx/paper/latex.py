@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from longctx.stats import Summary
+
 MISSING = r"\missing{}"
 STALE_MARK = r"\stalemark{}"
 
@@ -63,9 +65,9 @@ def escape(text: object) -> str:
     return "".join(out)
 
 
-def mark(text: str, *results: dict | None) -> str:
+def mark(text: str, *results) -> str:
     """Append the stale mark to a value taken from a stale result (one reused under ALLOW_STALE=1)."""
-    return text + STALE_MARK if any(r and r.get("stale") for r in results) else text
+    return text + STALE_MARK if any(r is not None and r.stale for r in results) else text
 
 
 def fmt_fixed(value: float | None, decimals: int, *, sign: bool = False, suffix: str = "") -> str:
@@ -83,13 +85,13 @@ def std_decimals(std: float) -> int:
     return max(0, 1 - math.floor(math.log10(std)))
 
 
-def fmt_summary(summary: dict | None, decimals: int, *, scale: float = 1.0) -> str:
+def fmt_summary(summary: Summary | None, decimals: int, *, scale: float = 1.0) -> str:
     """``mean ± std`` when n > 1 (std to two significant digits), else the single value with ``decimals``."""
-    if not summary or summary.get("mean") is None:
+    if summary is None or summary.mean is None:
         return MISSING
-    mean = summary["mean"] * scale
-    std = summary.get("std")
-    if summary.get("n", 1) > 1 and std is not None:
+    mean = summary.mean * scale
+    std = summary.std
+    if summary.n > 1 and std is not None:
         std *= scale
         places = std_decimals(std)
         return rf"{fmt_fixed(mean, places)}\,$\pm$\,{fmt_fixed(std, places)}"
@@ -106,13 +108,13 @@ def fmt_sig(value: float | None, digits: int = 3) -> str:
     return fmt_fixed(value, places)
 
 
-def fmt_summary_sig(summary: dict | None, digits: int = 3, *, scale: float = 1.0) -> str:
+def fmt_summary_sig(summary: Summary | None, digits: int = 3, *, scale: float = 1.0) -> str:
     """Like ``fmt_summary`` but a single run gets ``digits`` significant digits instead of fixed decimals."""
-    if not summary or summary.get("mean") is None:
+    if summary is None or summary.mean is None:
         return MISSING
-    if summary.get("n", 1) > 1 and summary.get("std") is not None:
+    if summary.n > 1 and summary.std is not None:
         return fmt_summary(summary, 0, scale=scale)
-    return fmt_sig(summary["mean"] * scale, digits)
+    return fmt_sig(summary.mean * scale, digits)
 
 
 def macro_name(*parts: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from longctx.paper.attribution_tables import CURVES
 from longctx.paper.latex import MISSING, escape, fmt_fixed, fmt_sig, macro_name, mark
 from longctx.paper.render import render
-from longctx.paper.store import ResultView, identity_hash
+from longctx.paper.store import ResultView
 from longctx.paper.streaming_tables import delta_ppl, ppl, speedup, tpot
 
 METHOD_MACRO = {"recompute": "Baseline", "start_recent": "Strict", "lazy": "Lazy"}
@@ -16,7 +16,7 @@ PROFILE_MARKS = {
     "timing": "timing profile --- random weights: speed/memory only",
     "full": "",
 }
-FLASHTRACE, IFR = "ifr_multi_hop_both", "ifr_all_positions"
+FLASHTRACE, IFR = "ifr_multi_hop", "ifr_all_positions"
 DATASETS = ("pg19", "wikitext")
 
 
@@ -34,7 +34,7 @@ def streaming_macros(view: ResultView) -> list[tuple[str, str]]:
         ratio = speedup(result, baseline)
         summary = tpot(result)
         out += [
-            (macro_name(method, "TPOT", dataset), mark(fmt_sig(summary and summary["mean"], 3), result)),
+            (macro_name(method, "TPOT", dataset), mark(fmt_sig(summary and summary.mean, 3), result)),
             (macro_name(method, "PPL", dataset), mark(fmt_fixed(ppl(result), 2), result)),
             (macro_name(method, "Speedup", dataset), mark(fmt_fixed(ratio, 2), result, baseline)),
             (
@@ -57,11 +57,11 @@ def plan_macros(view: ResultView) -> list[tuple[str, str]]:
     ]
 
 
-def _comparable(fast: dict | None, slow: dict | None) -> bool:
+def _comparable(fast, slow) -> bool:
     """Both measured (status ok) on the same fingerprint identity: their time ratio means something."""
-    if not (fast and slow):
+    if fast is None or slow is None:
         return False
-    return fast["status"] == slow["status"] == "ok" and identity_hash(fast) == identity_hash(slow)
+    return fast.status == slow.status == "ok" and fast.identity_hash == slow.identity_hash
 
 
 def flashtrace_macros(view: ResultView) -> list[tuple[str, str]]:
@@ -83,7 +83,7 @@ def flashtrace_macros(view: ResultView) -> list[tuple[str, str]]:
             ("IFRTime", MISSING),
         ]
     length, fast, slow = max(both_ok, key=lambda item: item[0])
-    t_fast, t_slow = fast["metrics"]["time_sec"]["mean"], slow["metrics"]["time_sec"]["mean"]
+    t_fast, t_slow = fast.metrics.time_sec.mean, slow.metrics.time_sec.mean
     return [
         ("FlashTraceVsIFRSpeedup", mark(fmt_sig(t_slow / t_fast, 3), fast, slow)),
         ("FlashTraceVsIFROutputLen", str(length)),
@@ -170,8 +170,8 @@ def _environment_column(identity: dict, commits: list[str]) -> list[str]:
     ]
 
 
-def _commit(result: dict) -> str:
-    code = result.get("provenance", {}).get("code_version", {})
+def _commit(result) -> str:
+    code = result.provenance.get("code_version", {})
     commit = (code.get("git_commit") or code.get("package_version") or "unknown")[:12]
     return commit + ("+dirty" if code.get("git_dirty") else "")
 
@@ -181,8 +181,8 @@ def environment_tex(view: ResultView) -> str:
     by_hash: dict[str, tuple[dict, list[str]]] = {}
     results = view.results()
     for result in results:
-        key = identity_hash(result) or "unknown"
-        identity, commits = by_hash.setdefault(key, (result.get("fingerprint", {}).get("identity", {}), []))
+        key = result.identity_hash
+        identity, commits = by_hash.setdefault(key, (result.fingerprint.identity, []))
         if _commit(result) not in commits:
             commits.append(_commit(result))
     titles = [r"\texttt{" + key[:12] + "}" for key in by_hash]

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longctx.plans import Cell, Plan
-from longctx.results import read_result
+from longctx.plan import Plan
+from longctx.results import StoredResult, read_result
+from longctx.studies import STUDIES
+from longctx.study import Cell
 
 
 @dataclass
@@ -38,15 +40,15 @@ class Report:
 
 
 class ResultView:
-    """Results of one plan under ``results_root/<profile>/<cell id>.json``; every lookup is cached."""
+    """Results of one plan under ``<results_dir>/<cell id>.json``; every lookup is cached."""
 
-    def __init__(self, plan: Plan, results_root: str | Path, report: Report | None = None):
+    def __init__(self, plan: Plan, results_dir: str | Path, report: Report | None = None):
         self.plan = plan
-        self.root = Path(results_root) / plan.profile
+        self.root = Path(results_dir)
         self.report = Report() if report is None else report
-        self._cache: dict[str, dict | None] = {}
+        self._cache: dict[str, StoredResult | None] = {}
 
-    def get(self, cell: Cell) -> dict | None:
+    def get(self, cell: Cell) -> StoredResult | None:
         """The cell's result, or None (and the id recorded as missing) when there is no usable file."""
         if cell.id not in self._cache:
             self._cache[cell.id] = read_result(self.root / f"{cell.id}.json", warn=self.report.add_note)
@@ -59,17 +61,14 @@ class ResultView:
         return self.plan.groups().get(name, [])
 
     def baseline_cell(self, dataset: str) -> Cell | None:
-        """The recompute baseline of a dataset (the first such cell of the plan)."""
-        baselines = (
-            c for c in self.plan.cells if c.study == "streaming" and c.config.get("method") == "recompute"
-        )
-        return next((c for c in baselines if c.labels.get("dataset") == dataset), None)
+        """The baseline of a dataset, as its study defines it (the first such cell of the plan)."""
+        for cell in self.plan.cells:
+            study = STUDIES[cell.study]
+            if cell.labels.get("dataset") == dataset and study.is_baseline(study.config(cell.config)):
+                return cell
+        return None
 
-    def results(self) -> list[dict]:
+    def results(self) -> list[StoredResult]:
         """Every usable result of the plan (each file once), for the environment table."""
         found = [self.get(cell) for cell in self.plan.unique_cells()]
         return [r for r in found if r is not None]
-
-
-def identity_hash(result: dict) -> str | None:
-    return result.get("fingerprint", {}).get("identity_hash")

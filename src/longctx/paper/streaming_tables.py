@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from longctx.paper.latex import MISSING, escape, fmt_fixed, fmt_summary, fmt_summary_sig, mark
 from longctx.paper.render import MISMATCH_MARK, Table
-from longctx.paper.store import ResultView, identity_hash
-from longctx.plans import Cell
+from longctx.paper.store import ResultView
+from longctx.results import StoredResult
+from longctx.stats import Summary
+from longctx.study import Cell
 
 GIB = 2**30
 SPEEDUP_DEF = r"Speedup $=$ baseline TPOT $/$ method TPOT (same dataset, same fingerprint)."
@@ -18,22 +20,22 @@ DATASET_NAMES = {"pg19": "PG19", "wikitext": "WikiText-103"}
 LAZY_KNOBS = ("compress_every", "cache_slack", "max_drop")
 
 
-def tpot(result: dict | None) -> dict | None:
-    return (result or {}).get("metrics", {}).get("tpot_ms")
+def tpot(result: StoredResult | None) -> Summary | None:
+    return None if result is None else result.metrics.tpot_ms
 
 
-def ppl(result: dict | None) -> float | None:
-    return (result or {}).get("metrics", {}).get("ppl")
+def ppl(result: StoredResult | None) -> float | None:
+    return None if result is None else result.metrics.ppl
 
 
-def speedup(result: dict | None, baseline: dict | None) -> float | None:
+def speedup(result: StoredResult | None, baseline: StoredResult | None) -> float | None:
     """baseline TPOT / method TPOT, or None when either is missing or their fingerprints differ."""
-    if not (tpot(result) and tpot(baseline)) or identity_hash(result) != identity_hash(baseline):
+    if not (tpot(result) and tpot(baseline)) or result.identity_hash != baseline.identity_hash:
         return None
-    return tpot(baseline)["mean"] / tpot(result)["mean"]
+    return tpot(baseline).mean / tpot(result).mean
 
 
-def fmt_speedup(view: ResultView, cell: Cell, result: dict | None, baseline: dict | None) -> str:
+def fmt_speedup(view: ResultView, cell: Cell, result: StoredResult | None, baseline: StoredResult | None) -> str:
     if result is None or baseline is None:
         return MISSING
     value = speedup(result, baseline)
@@ -43,7 +45,7 @@ def fmt_speedup(view: ResultView, cell: Cell, result: dict | None, baseline: dic
     return mark(fmt_fixed(value, 2, suffix=r"$\times$"), result, baseline)
 
 
-def delta_ppl(result: dict | None, baseline: dict | None) -> float | None:
+def delta_ppl(result: StoredResult | None, baseline: StoredResult | None) -> float | None:
     """ΔPPL % relative to the baseline."""
     if ppl(result) is None or ppl(baseline) is None:
         return None
@@ -51,7 +53,7 @@ def delta_ppl(result: dict | None, baseline: dict | None) -> float | None:
 
 
 def quality_speed_cells(
-    view: ResultView, cell: Cell, result: dict | None, baseline: dict | None
+    view: ResultView, cell: Cell, result: StoredResult | None, baseline: StoredResult | None
 ) -> list[str]:
     """TPOT, speedup, PPL and ΔPPL % of one cell, each marked when it came from a stale result."""
     return [
@@ -62,22 +64,18 @@ def quality_speed_cells(
     ]
 
 
-def peak_gib(result: dict | None) -> str:
-    peak = (result or {}).get("metrics", {}).get("peak_mem", {}).get("allocated_bytes")
+def peak_gib(result: StoredResult | None) -> str:
+    peak = None if result is None else result.metrics.peak_mem.allocated_bytes.mean
     return mark(fmt_fixed(None if peak is None else peak / GIB, 2), result)
 
 
-def memory_source_note(results: list[dict | None]) -> str:
-    """Say how peak memory was measured (CUDA allocator or, on CPU, the process RSS high-water mark)."""
-    sources = {
-        r["metrics"]["peak_mem"].get("source", "") for r in results if r and "peak_mem" in r["metrics"]
-    }
-    if any(s.startswith("cpu") for s in sources):
-        return "Peak memory: CPU process RSS high-water mark (whole process, weights included)."
-    return "Peak memory: \\texttt{torch.cuda.max\\_memory\\_allocated}, weights included."
+def memory_source_note(results: list[StoredResult | None]) -> str:
+    """Say how peak memory was measured (the measurement layer's source label), weights included."""
+    sources = sorted({r.metrics.peak_mem.source or "" for r in results if r is not None})
+    return f"Peak memory: {escape('; '.join(sources) or 'not measured')}, weights included."
 
 
-def _baseline(view: ResultView, dataset: str) -> dict | None:
+def _baseline(view: ResultView, dataset: str) -> StoredResult | None:
     cell = view.baseline_cell(dataset)
     return view.get(cell) if cell else None
 
@@ -124,12 +122,12 @@ def _knob(cell: Cell, name: str) -> str:
     return str(cell.config.get(name, 0))
 
 
-def _window(result: dict | None) -> str:
-    return str(result["metrics"]["budget"]["window"]) if result and "budget" in result["metrics"] else MISSING
+def _window(result: StoredResult | None) -> str:
+    return MISSING if result is None else str(result.metrics.budget.window)
 
 
-def _cache_stat(result: dict | None, name: str) -> str:
-    value = (result or {}).get("metrics", {}).get("cache", {}).get(name)
+def _cache_stat(result: StoredResult | None, name: str) -> str:
+    value = None if result is None else getattr(result.metrics.cache, name)
     return MISSING if value is None else mark(str(value), result)
 
 
@@ -209,18 +207,18 @@ def sweep_table(view: ResultView, group: str) -> Table:
     )
 
 
-def _cache_metric(result: dict | None, name: str) -> dict | None:
-    return (result or {}).get("metrics", {}).get("cache", {}).get(name)
+def _cache_metric(result: StoredResult | None, name: str):
+    return None if result is None else getattr(result.metrics.cache, name)
 
 
-def _share(result: dict | None) -> str:
+def _share(result: StoredResult | None) -> str:
     maintenance, forward = _cache_metric(result, "maintenance_ms"), _cache_metric(result, "forward_ms")
-    if not (maintenance and forward) or maintenance["mean"] + forward["mean"] <= 0:
+    if not (maintenance and forward) or maintenance.mean + forward.mean <= 0:
         return MISSING
-    return mark(fmt_fixed(100 * maintenance["mean"] / (maintenance["mean"] + forward["mean"]), 1), result)
+    return mark(fmt_fixed(100 * maintenance.mean / (maintenance.mean + forward.mean), 1), result)
 
 
-def _bytes_per_step_kib(result: dict | None) -> str:
+def _bytes_per_step_kib(result: StoredResult | None) -> str:
     value = _cache_metric(result, "bytes_moved_per_step")
     return mark(fmt_fixed(None if value is None else value / 1024, 1), result)
 

@@ -14,7 +14,7 @@ from longctx.paper.macros import environment_tex, macros_tex, profile_tex
 from longctx.paper.render import Table
 from longctx.paper.store import Report, ResultView
 from longctx.paper.streaming_tables import streaming_tables
-from longctx.plans import Plan
+from longctx.plan import Plan
 from longctx.results import atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -35,11 +35,11 @@ def negative_results_table(plan: Plan) -> Table:
     )
 
 
-def generate_tables(plan: Plan, results_root: str | Path, out_dir: str | Path) -> Report:
+def generate_tables(plan: Plan, results_dir: str | Path, out_dir: str | Path) -> Report:
     """Write every generated .tex file for ``plan`` and return the missing cells and notes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    view = ResultView(plan, results_root)
+    view = ResultView(plan, results_dir)
     for table in [*streaming_tables(view), *attribution_tables(view), negative_results_table(plan)]:
         table.write(out_dir)
     for name, text in (

@@ -29,12 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from longctx.errors import UsageError
+from longctx.options import option
 
 METHODS = ("recompute", "start_recent", "lazy")
 IMPLS = ("fast", "plain")
 REFRESH_POLICIES = ("none", "uniform", "middle")
 LAZY_ONLY = ("compress_every", "cache_slack", "max_drop")
 CACHE_ONLY = ("overlap", "refresh_budget")
+BUDGET_KNOBS = (*LAZY_ONLY, *CACHE_ONLY, "n_sink", "window", "cap_total", "refresh_policy")
 DEFAULT_KNOBS = {"compress_every": 1, "cache_slack": 0, "max_drop": 0, "overlap": 0, "refresh_budget": 0}
 
 
@@ -42,28 +44,28 @@ DEFAULT_KNOBS = {"compress_every": 1, "cache_slack": 0, "max_drop": 0, "overlap"
 class StreamingEvalConfig:
     """Every knob of one streaming evaluation (a plan cell or one ``longctx streaming eval`` call)."""
 
-    model: str
-    text_file: str
-    method: str
-    max_eval_tokens: int
-    n_sink: int = 0
-    window: int | None = None
-    cap_total: int | None = None
-    compress_every: int = 1
-    cache_slack: int = 0
-    max_drop: int = 0
-    overlap: int = 0
-    refresh_budget: int = 0
-    refresh_policy: str = "none"
-    impl: str = "fast"
-    dtype: str = "float32"
-    device: str = "auto"
-    tokenizer: str | None = None
-    warmup: int = 0
-    repeats: int = 1
-    save_nll: bool = False
-    profile_maintenance: bool = False
-    seed: int = 0
+    model: str = option(help="local HF dir, hub id in the offline cache, or random:<arch>")
+    text_file: str = option(help="plain UTF-8 text or JSON with a 'text' field")
+    method: str = option(help="cache method", choices=METHODS)
+    max_eval_tokens: int = option(help="N: tokens of the text evaluated")
+    n_sink: int = option(0, help="S: sink tokens kept at positions 0..S-1")
+    window: int | None = option(None, help="W: recent window (C_total = S+W+σ+O+B); or give --cap-total")
+    cap_total: int | None = option(None, help="C_total: auto-cap W = C_total-S-σ-O-B; or give --window")
+    compress_every: int = option(1, help="R (lazy): prune when len - C_soft >= R; 0 = never")
+    cache_slack: int = option(0, help="σ (lazy): C_soft = C_total - σ")
+    max_drop: int = option(0, help="δ (lazy): drop at most δ per prune; 0 = no limit")
+    overlap: int = option(0, help="O: widens the recent block to W + O")
+    refresh_budget: int = option(0, help="B: re-insert B dropped tokens per prune")
+    refresh_policy: str = option("none", help="where refreshed tokens go", choices=REFRESH_POLICIES)
+    impl: str = option("fast", help="cache implementation (same definition)", choices=IMPLS)
+    dtype: str = option("float32", help="float32 | float16 | bfloat16")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    tokenizer: str | None = option(None, help="tokenizer dir (needed with random:<arch>)")
+    warmup: int = option(0, help="unmeasured runs before the repeats")
+    repeats: int = option(1, help="measured runs")
+    save_nll: bool = option(False, help="store per-token NLL of x_1..x_{N-1} in metrics.nll")
+    profile_maintenance: bool = option(False, help="time cache maintenance vs forward (syncs around each)")
+    seed: int = option(0, help="seed of random:<arch> weights")
 
 
 @dataclass(frozen=True)
@@ -132,33 +134,50 @@ def resolve_budget(cfg: StreamingEvalConfig) -> Budget:
     """Validate every knob and resolve W, C_total and C_soft; bad values raise UsageError (exit 2)."""
     _check_nonnegative(cfg)
     _check_choices(cfg)
-    if (cfg.window is None) == (cfg.cap_total is None):
+    return cache_budget(cfg.method, **{name: getattr(cfg, name) for name in BUDGET_KNOBS})
+
+
+def cache_budget(
+    method: str,
+    *,
+    n_sink: int,
+    window: int | None = None,
+    cap_total: int | None = None,
+    compress_every: int = 1,
+    cache_slack: int = 0,
+    max_drop: int = 0,
+    overlap: int = 0,
+    refresh_budget: int = 0,
+    refresh_policy: str = "none",
+) -> Budget:
+    """The cache arithmetic of the knobs (auto-cap with ``cap_total``, else C_total from ``window``)."""
+    if (window is None) == (cap_total is None):
         raise UsageError("give exactly one of --window W and --cap-total C")
-    S, sigma, O, B = cfg.n_sink, cfg.cache_slack, cfg.overlap, cfg.refresh_budget
-    if cfg.cap_total is not None:
-        if cfg.cap_total <= S:
-            raise UsageError(f"--n-sink {S} must be smaller than --cap-total {cfg.cap_total}")
-        window, cap_total = cfg.cap_total - S - sigma - O - B, cfg.cap_total
+    S, sigma, O, B = n_sink, cache_slack, overlap, refresh_budget
+    if cap_total is not None:
+        if cap_total <= S:
+            raise UsageError(f"--n-sink {S} must be smaller than --cap-total {cap_total}")
+        window = cap_total - S - sigma - O - B
         if window < 1:
             raise UsageError(
-                f"auto-cap leaves no recent window: W = C_total - S - σ - O - B = {cfg.cap_total} - {S} - {sigma} "
+                f"auto-cap leaves no recent window: W = C_total - S - σ - O - B = {cap_total} - {S} - {sigma} "
                 f"- {O} - {B} = {window} < 1"
             )
     else:
-        if cfg.window < 1:
-            raise UsageError(f"--window must be at least 1, got {cfg.window}")
-        window, cap_total = cfg.window, S + cfg.window + sigma + O + B
+        if window < 1:
+            raise UsageError(f"--window must be at least 1, got {window}")
+        cap_total = S + window + sigma + O + B
     return Budget(
-        method=cfg.method,
+        method=method,
         n_sink=S,
         window=window,
         cap_total=cap_total,
         cap_soft=cap_total - sigma,
         recent=window + O,
-        compress_every=cfg.compress_every,
-        max_drop=cfg.max_drop,
+        compress_every=compress_every,
+        max_drop=max_drop,
         refresh_budget=B,
-        refresh_policy=cfg.refresh_policy,
+        refresh_policy=refresh_policy,
     )
 
 

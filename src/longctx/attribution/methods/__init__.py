@@ -1,11 +1,5 @@
-"""Attribution method modules; importing this package registers every method (one module per family)."""
+"""The attribution methods, one module per family; importing this package registers them in the paper's order."""
 
-from longctx.attribution.methods import (  # noqa: F401
-    attention_ig,
-    attnlrp,
-    flashtrace,
-    ifr,
-    ig,
-    perturbation,
-    reagent,
-)
+# isort: off
+from longctx.attribution.methods import ig, attention_ig, attnlrp, perturbation, reagent, ifr, flashtrace  # noqa: F401
+# isort: on

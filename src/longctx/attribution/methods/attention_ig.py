@@ -8,11 +8,25 @@ never materializes attention maps of all layers (output_attentions would keep [L
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from longctx.attribution.base import AttributionConfig, AttributionInputs, AttributionResult, register_method
-from longctx.attribution.methods.ifr import LayerCapture, chunk_ranges, decoder_layers, trace_layers
-from longctx.attribution.methods.ig import ig_position_scores
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.methods.ig import IGOptions, ig_position_scores
+from longctx.attribution.tracing import LayerCapture, chunk_ranges, decoder_layers, trace_layers
+from longctx.options import check_fields, option
+
+
+@dataclass(frozen=True)
+class AttentionIGOptions(IGOptions):
+    """IG settings plus the chunk of attention rows recomputed at a time."""
+
+    sink_chunk_tokens: int = option(32, help="sink (query) rows recomputed per chunk", minimum=1)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def last_layer_attention_rows(model, input_ids: torch.Tensor, rows: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -30,11 +44,13 @@ def last_layer_attention_rows(model, input_ids: torch.Tensor, rows: torch.Tensor
     return out
 
 
-@register_method("attention_I_G")
-def attention_ig(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
+def attention_ig(model, tokenizer, inputs: AttributionInputs, options: AttentionIGOptions) -> AttributionResult:
     """IG scores times the predicting position's last-layer, head-averaged attention row, per output token."""
-    ig_scores, details = ig_position_scores(model, tokenizer, inputs, config)
+    ig_scores, details = ig_position_scores(model, tokenizer, inputs, options)
     predicting = inputs.generation_positions() - 1
-    attention = last_layer_attention_rows(model, inputs.input_ids, predicting, config.sink_chunk_tokens)
+    attention = last_layer_attention_rows(model, inputs.input_ids, predicting, options.sink_chunk_tokens)
     details = {**details, "attention": "last layer, head-averaged, row of the predicting position"}
-    return AttributionResult(inputs.matrix_from_positions(ig_scores * attention), "attention_I_G", details)
+    return AttributionResult(inputs.matrix_from_positions(ig_scores * attention), details)
+
+
+register(MethodSpec("attention_I_G", "Attention×IG", "gradient", AttentionIGOptions, attention_ig))

@@ -29,17 +29,30 @@ from __future__ import annotations
 
 import types
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from longctx.attribution.base import AttributionConfig, AttributionInputs, AttributionResult, register_method
-from longctx.attribution.methods.ig import input_embeddings
+from longctx.attribution.embeddings import input_embeddings
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import AttributionResult, MethodSpec, register
 from longctx.errors import UsageError
+from longctx.options import check_fields, option
 
 FORMS = ("span", "per_token")
 QK_SCALE, V_SCALE = 0.25, 0.5
+
+
+@dataclass(frozen=True)
+class AttnLRPOptions:
+    """Which AttnLRP form runs: one backward of the summed target logits, or one backward per output token."""
+
+    attnlrp_form: str = option("span", help="span (one backward) | per_token (1 forward + G backward)", choices=FORMS)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -178,8 +191,6 @@ def target_logits(model, inputs: AttributionInputs, embeds: torch.Tensor) -> tor
 
 def attnlrp_position_scores(model, inputs: AttributionInputs, form: str) -> torch.Tensor:
     """Relevance per absolute position [G, T] of each row's target logit (span: the summed logits)."""
-    if form not in FORMS:
-        raise UsageError(f"attnlrp_form must be one of {', '.join(FORMS)}, got {form!r}")
     # the last output token is no model input: positions < T - 1 predict every output
     embeds = input_embeddings(model, inputs.input_ids[:, :-1]).requires_grad_(True)
     scores = torch.zeros(inputs.n_gen, inputs.total)
@@ -195,14 +206,16 @@ def attnlrp_position_scores(model, inputs: AttributionInputs, form: str) -> torc
     return scores
 
 
-@register_method("attnlrp")
-def attnlrp(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
-    """AttnLRP relevance of the target logits (form: config.attnlrp_form, "span" or "per_token")."""
-    scores = attnlrp_position_scores(model, inputs, config.attnlrp_form)
+def attnlrp(model, tokenizer, inputs: AttributionInputs, options: AttnLRPOptions) -> AttributionResult:
+    """AttnLRP relevance of the target logits (form: ``options.attnlrp_form``, "span" or "per_token")."""
+    form = options.attnlrp_form
+    scores = attnlrp_position_scores(model, inputs, form)
     details = {
-        "attnlrp_form": config.attnlrp_form,
-        "target": "logit of y_g at its predicting position"
-        + (" (sum over g)" if config.attnlrp_form == "span" else ""),
+        "attnlrp_form": form,
+        "target": "logit of y_g at its predicting position" + (" (sum over g)" if form == "span" else ""),
         "rules": "identity (norms, activations), uniform (gate*up, QK^T, AV: q,k grad/4, v grad/2), softmax rule",
     }
-    return AttributionResult(inputs.matrix_from_positions(scores), "attnlrp", details)
+    return AttributionResult(inputs.matrix_from_positions(scores), details)
+
+
+register(MethodSpec("attnlrp", "AttnLRP", "relevance", AttnLRPOptions, attnlrp))

@@ -21,26 +21,30 @@ it. ``ifr_multi_hop_both``: the same target and the whole output except EOS as h
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from longctx.attribution.base import (
-    AttributionConfig,
-    AttributionInputs,
-    AttributionResult,
-    register_method,
-    sentence_spans,
-    token_strings,
-)
-from longctx.attribution.methods.ifr import (
-    LayerCapture,
-    chunk_ranges,
-    proximity,
-    residual_proximity,
-    trace_layers,
-)
+from longctx.attribution.inputs import AttributionInputs, token_strings
+from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.methods.ifr import ChunkOptions
+from longctx.attribution.routes import proximity, residual_proximity
+from longctx.attribution.sentences import sentence_spans
+from longctx.attribution.tracing import LayerCapture, chunk_ranges, trace_layers
 from longctx.errors import UsageError
+from longctx.options import check_fields, option
 
 STOP_WORDS = {",", "."}
+
+
+@dataclass(frozen=True)
+class FlashTraceOptions(ChunkOptions):
+    """IFR's chunk sizes plus the number of hops over the reasoning span."""
+
+    n_hops: int = option(1, help="FlashTrace hops over the reasoning span", minimum=0)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def span_aggregate(cap: LayerCapture, sinks: torch.Tensor, weights: torch.Tensor, sink_chunk: int):
@@ -94,7 +98,7 @@ def flashtrace(
     target_weights: torch.Tensor,
     hop_tokens: torch.Tensor,
     zero: torch.Tensor,
-    config: AttributionConfig,
+    options: FlashTraceOptions,
 ) -> tuple[torch.Tensor, list[float]]:
     """Multi-hop FlashTrace scores over all positions [T] and the hop masses m_h (see the module docstring).
 
@@ -102,13 +106,13 @@ def flashtrace(
     output indices of the hop span; ``zero`` [T]: positions whose score is forced to 0 (an output row whose
     token is one of them gets zero weight).
     """
-    chunks = (config.sink_chunk_tokens, config.chunk_tokens)
+    chunks = (options.sink_chunk_tokens, options.chunk_tokens)
     rows = inputs.generation_positions() - 1
     weights = target_weights.float().masked_fill(zero[inputs.generation_positions()], 0.0)
     scores = _normalized(span_ifr(model, inputs.input_ids, rows, weights, *chunks), zero)
     result, rho, masses = scores.clone(), 1.0, []
     hop_positions = inputs.prompt_len + hop_tokens
-    for _ in range(config.n_hops if len(hop_tokens) else 0):
+    for _ in range(options.n_hops if len(hop_tokens) else 0):
         mass = float(scores[hop_positions].sum())
         masses.append(mass)
         if mass <= 0:
@@ -125,7 +129,7 @@ def _last_sentence_start(tokenizer, inputs: AttributionInputs) -> int:
     return spans[-1][0] if spans else 0
 
 
-def _run(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig, both: bool) -> AttributionResult:
+def _run(model, tokenizer, inputs: AttributionInputs, options: FlashTraceOptions, both: bool) -> AttributionResult:
     start = _last_sentence_start(tokenizer, inputs)
     target = torch.zeros(inputs.n_gen)
     target[start:] = 1.0
@@ -135,28 +139,29 @@ def _run(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig,
     if both:
         strings = token_strings(tokenizer, inputs.input_ids[0].tolist())
         zero = torch.tensor([s.strip() in STOP_WORDS or not s.strip() for s in strings])
-    scores, masses = flashtrace(model, inputs, target, hop_tokens, zero, config)
+    scores, masses = flashtrace(model, inputs, target, hop_tokens, zero, options)
     details = {
         "row_semantics": "span: every row holds the joint scores of the target span, masked causally",
         "target_rows": [start, inputs.n_gen],
         "hop_span_tokens": n_hop,
-        "n_hops": config.n_hops,
+        "n_hops": options.n_hops,
         "hop_masses": masses,
         "stop_words_zeroed": int(zero.sum()),
-        "sink_chunk_tokens": config.sink_chunk_tokens,
-        "chunk_tokens": config.chunk_tokens,
+        "sink_chunk_tokens": options.sink_chunk_tokens,
+        "chunk_tokens": options.chunk_tokens,
     }
-    name = "ifr_multi_hop_both" if both else "ifr_multi_hop"
-    return AttributionResult(inputs.matrix_from_positions(scores.expand(inputs.n_gen, -1)), name, details)
+    return AttributionResult(inputs.matrix_from_positions(scores.expand(inputs.n_gen, -1)), details)
 
 
-@register_method("ifr_multi_hop")
-def ifr_multi_hop(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
+def ifr_multi_hop(model, tokenizer, inputs: AttributionInputs, options: FlashTraceOptions) -> AttributionResult:
     """FlashTrace: target = last output sentence, hop span = the output before it."""
-    return _run(model, tokenizer, inputs, config, both=False)
+    return _run(model, tokenizer, inputs, options, both=False)
 
 
-@register_method("ifr_multi_hop_both")
-def ifr_multi_hop_both(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
+def ifr_multi_hop_both(model, tokenizer, inputs: AttributionInputs, options: FlashTraceOptions) -> AttributionResult:
     """FlashTrace with stop words zeroed and the whole output except EOS as hop span."""
-    return _run(model, tokenizer, inputs, config, both=True)
+    return _run(model, tokenizer, inputs, options, both=True)
+
+
+register(MethodSpec("ifr_multi_hop", "FlashTrace", "routing", FlashTraceOptions, ifr_multi_hop))
+register(MethodSpec("ifr_multi_hop_both", "FlashTrace (both)", "routing", FlashTraceOptions, ifr_multi_hop_both))

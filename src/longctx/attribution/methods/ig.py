@@ -18,15 +18,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from tqdm.auto import tqdm
 
-from longctx.attribution.base import AttributionConfig, AttributionInputs, AttributionResult, register_method
+from longctx.attribution.embeddings import auto_batch_size, input_embeddings
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import AttributionResult, MethodSpec, register
 from longctx.errors import UsageError
+from longctx.models import eos_id
+from longctx.options import check_fields, option
 
-CPU_BATCH_LIMIT = 8  # bounded default on CPU: memory there is not the constraint, cache locality is
-GPU_MEMORY_FRACTION = 0.6  # share of the free GPU memory one batch may plan to use
 WEIGHT_SUM_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class IGOptions:
+    """Integrated Gradients settings."""
+
+    n_steps: int = option(20, help="IG interpolation steps", minimum=2)
+    ig_method: str = option("gausslegendre", help="IG quadrature (Captum's names; weights must sum to 1)")
+    ig_batch_size: int | None = option(None, help="IG points per batch (default: automatic)", minimum=1)
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class Quadrature:
 def quadrature(method: str, n_steps: int) -> Quadrature:
     """Captum's rule ``method`` with ``n_steps`` points; only rules whose weights sum to 1 are accepted
     (gausslegendre, riemann_left/right/middle; not Captum's riemann_trapezoid, whose weights sum to (n-1)/n)."""
+    from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
+
     if method not in SUPPORTED_METHODS:
         raise UsageError(f"unknown IG quadrature {method!r}; choose from {', '.join(SUPPORTED_METHODS)}")
     if n_steps < 2:
@@ -62,31 +77,6 @@ def quadrature(method: str, n_steps: int) -> Quadrature:
             "completeness would fail by that factor: use gausslegendre or riemann_middle"
         )
     return rule
-
-
-def embedding_device(model) -> torch.device:
-    return model.get_input_embeddings().weight.device
-
-
-def auto_batch_size(model, seq_len: int, limit: int, *, grad: bool) -> int:
-    """Sequences of length ``seq_len`` per forward (at most ``limit``): a bounded default on CPU, and on GPU
-    what fits in a fixed share of the free memory by a conservative per-sequence activation estimate."""
-    device = embedding_device(model)
-    if device.type != "cuda":
-        return max(1, min(limit, CPU_BATCH_LIMIT))
-    cfg = model.config
-    elem = torch.finfo(model.dtype).bits // 8
-    per_layer = 16 * cfg.hidden_size + 4 * cfg.intermediate_size + cfg.num_attention_heads * seq_len
-    layers = cfg.num_hidden_layers if grad else 2  # without grad only a layer's transients are alive
-    per_sequence = elem * seq_len * per_layer * layers + 8 * cfg.vocab_size
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(limit, int(GPU_MEMORY_FRACTION * free) // per_sequence))
-
-
-def input_embeddings(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """The input embeddings [T, d] of one sequence (no grad)."""
-    with torch.no_grad():
-        return model.get_input_embeddings()(input_ids[0].to(embedding_device(model)))
 
 
 def attributed_mask(inputs: AttributionInputs) -> torch.BoolTensor:
@@ -127,28 +117,22 @@ def integrated_gradients(
     return (diff.float() * total_grad).sum(-1)
 
 
-def ig_position_scores(
-    model, tokenizer, inputs: AttributionInputs, config: AttributionConfig
-) -> tuple[torch.Tensor, dict]:
+def ig_position_scores(model, tokenizer, inputs: AttributionInputs, options: IGOptions) -> tuple[torch.Tensor, dict]:
     """IG scores per absolute position [G, T] (zeros where not an input of the row) and the run's details."""
-    rule = quadrature(config.ig_method, config.n_steps)
-    if config.ig_batch_size is not None and config.ig_batch_size < 1:
-        raise UsageError(f"ig_batch_size must be positive or None (automatic), got {config.ig_batch_size}")
+    rule = quadrature(options.ig_method, options.n_steps)
     x = input_embeddings(model, inputs.input_ids)
-    if tokenizer.eos_token_id is None:
-        raise UsageError("IG's baseline is the EOS embedding, but the tokenizer has no EOS token")
-    baseline = baseline_embeddings(model, inputs, x, int(tokenizer.eos_token_id))
+    baseline = baseline_embeddings(model, inputs, x, eos_id(tokenizer, "IG's baseline (the EOS embedding)"))
     scores = torch.zeros(inputs.n_gen, inputs.total)
     batch_sizes = set()
     for g in tqdm(range(inputs.n_gen), desc="IG rows", leave=False, disable=None):
         length = inputs.prompt_len + g
-        batch = config.ig_batch_size or auto_batch_size(model, length, config.n_steps, grad=True)
+        batch = options.ig_batch_size or auto_batch_size(model, length, options.n_steps, grad=True)
         batch_sizes.add(batch)
         row = integrated_gradients(model, x[:length], baseline[:length], inputs.generation_ids[g], rule, batch)
         scores[g, :length] = row.cpu()
     details = {
         "ig_method": rule.method,
-        "n_steps": config.n_steps,
+        "n_steps": options.n_steps,
         "quadrature_weight_sum": rule.weight_sum,
         "baseline": "EOS embedding at user-prompt and earlier-output positions; template tokens kept",
         "target": "log p(y_g | prompt, y_<g)",
@@ -157,8 +141,10 @@ def ig_position_scores(
     return scores, details
 
 
-@register_method("IG")
-def ig(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
+def ig(model, tokenizer, inputs: AttributionInputs, options: IGOptions) -> AttributionResult:
     """Integrated Gradients per output token (see the module docstring for target, baseline and rule)."""
-    scores, details = ig_position_scores(model, tokenizer, inputs, config)
-    return AttributionResult(inputs.matrix_from_positions(scores), "IG", details)
+    scores, details = ig_position_scores(model, tokenizer, inputs, options)
+    return AttributionResult(inputs.matrix_from_positions(scores), details)
+
+
+register(MethodSpec("IG", "IG", "gradient", IGOptions, ig))

@@ -17,15 +17,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from longctx.attribution.base import (
-    AttributionConfig,
-    AttributionInputs,
-    AttributionResult,
-    register_method,
-    sentence_spans,
-)
-from longctx.attribution.methods.ig import auto_batch_size, embedding_device
-from longctx.errors import UsageError
+from longctx.attribution.embeddings import auto_batch_size, embedding_device
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import AttributionResult, MethodSpec, NoOptions, register
+from longctx.attribution.sentences import sentence_spans
+from longctx.models import eos_id
 
 
 @dataclass(frozen=True)
@@ -127,32 +123,26 @@ def perturbation_position_scores(
     return scores, {"n_user_sentences": len(user), "n_output_sentences": len(out_spans)}
 
 
-def run_perturbation(
-    name: str, model, tokenizer, inputs: AttributionInputs, replace: Replacer, score: Scorer, details: dict
-) -> AttributionResult:
+def run_perturbation(model, tokenizer, inputs: AttributionInputs, replace: Replacer, score: Scorer, details: dict):
     """Shared driver of the three perturbation methods: scores -> result matrix with the run's details."""
     scores, counts = perturbation_position_scores(model, tokenizer, inputs, replace, score)
-    return AttributionResult(inputs.matrix_from_positions(scores), name, {**details, **counts})
+    return AttributionResult(inputs.matrix_from_positions(scores), {**details, **counts})
 
 
-def eos_id_of(tokenizer) -> int:
-    if tokenizer.eos_token_id is None:
-        raise UsageError("perturbation replaces sentences by EOS ids, but the tokenizer has no EOS token")
-    return int(tokenizer.eos_token_id)
-
-
-@register_method("perturbation_all")
-def perturbation_all(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
+def perturbation_all(model, tokenizer, inputs: AttributionInputs, options: NoOptions) -> AttributionResult:
     """Sentence ablation by EOS ids; score = drop in log p(y_g) of each output token of the current sentence."""
     details = {"replacement": "EOS ids", "score": "log p_orig(y_g) - log p_ablated(y_g)"}
-    replace = eos_replacer(eos_id_of(tokenizer))
-    return run_perturbation("perturbation_all", model, tokenizer, inputs, replace, log_prob_drop, details)
+    replace = eos_replacer(eos_id(tokenizer, "perturbation (sentences are replaced by EOS ids)"))
+    return run_perturbation(model, tokenizer, inputs, replace, log_prob_drop, details)
 
 
-@register_method("perturbation_CLP")
-def perturbation_clp(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
+def perturbation_clp(model, tokenizer, inputs: AttributionInputs, options: NoOptions) -> AttributionResult:
     """Sentence ablation by EOS ids; score = the true KL(p_orig || p_ablated) between the full next-token
     distributions at each output position (fp32 log-softmax; the seed's formula was not a true KL)."""
     details = {"replacement": "EOS ids", "score": "KL(p_orig || p_ablated), fp32 log_softmax, full vocabulary"}
-    replace = eos_replacer(eos_id_of(tokenizer))
-    return run_perturbation("perturbation_CLP", model, tokenizer, inputs, replace, kl_divergence, details)
+    replace = eos_replacer(eos_id(tokenizer, "perturbation (sentences are replaced by EOS ids)"))
+    return run_perturbation(model, tokenizer, inputs, replace, kl_divergence, details)
+
+
+register(MethodSpec("perturbation_all", "Perturbation (log-prob)", "perturbation", NoOptions, perturbation_all))
+register(MethodSpec("perturbation_CLP", "Perturbation (CLP, KL)", "perturbation", NoOptions, perturbation_clp))

@@ -15,14 +15,29 @@ from functools import lru_cache
 
 import torch
 
-from longctx.attribution.base import AttributionConfig, AttributionInputs, AttributionResult, register_method
-from longctx.attribution.methods.ig import embedding_device
+from longctx.attribution.embeddings import embedding_device
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import AttributionResult, MethodSpec, register
 from longctx.attribution.methods.perturbation import Sentence, log_prob_drop, perturbation_position_scores
 from longctx.errors import RunFailure, UsageError
-from longctx.models import load_tokenizer, resolve_model_dir
+from longctx.models import eos_id, load_tokenizer, resolve_model_dir
+from longctx.options import check_fields, option
 
 OVERFLOW_MODES = ("error", "truncate")
 MAX_RECORDED_TRUNCATIONS = 20
+
+
+@dataclass(frozen=True)
+class ReagentOptions:
+    """The masked LM that proposes replacements, and what to do with inputs beyond its length limit."""
+
+    mlm_model: str | None = option(None, help="ReAGent masked LM (directory or cached hub id)")
+    mlm_max_length: int = option(4096, help="the masked LM's input limit in tokens", minimum=2)
+    mlm_overflow: str = option("error", help="input beyond the limit: fail, or truncate and record it",
+                               choices=OVERFLOW_MODES)  # fmt: skip
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @lru_cache(maxsize=1)
@@ -123,25 +138,24 @@ class MaskedLMReplacer:
         }
 
 
-@register_method("perturbation_REAGENT")
-def perturbation_reagent(model, tokenizer, inputs: AttributionInputs, config: AttributionConfig) -> AttributionResult:
-    """Sentence ablation by masked-LM replacement (config.mlm_model); score = drop in log p(y_g)."""
-    if not config.mlm_model:
-        raise UsageError("perturbation_REAGENT needs a masked LM: set mlm_model (a directory or cached hub id)")
-    if config.mlm_overflow not in OVERFLOW_MODES:
-        raise UsageError(f"mlm_overflow must be one of {', '.join(OVERFLOW_MODES)}, got {config.mlm_overflow!r}")
-    if tokenizer.eos_token_id is None:
-        raise UsageError("perturbation_REAGENT needs an EOS token for empty predictions")
-    mlm, mlm_tokenizer, revision = load_masked_lm(config.mlm_model, str(embedding_device(model)))
-    limit = min(config.mlm_max_length, getattr(mlm_tokenizer, "model_max_length", config.mlm_max_length))
-    replacer = MaskedLMReplacer(mlm, mlm_tokenizer, tokenizer, limit, config.mlm_overflow, int(tokenizer.eos_token_id))
+def perturbation_reagent(model, tokenizer, inputs: AttributionInputs, options: ReagentOptions) -> AttributionResult:
+    """Sentence ablation by masked-LM replacement (``options.mlm_model``); score = drop in log p(y_g)."""
+    if not options.mlm_model:
+        raise UsageError("perturbation_REAGENT needs a masked LM: set --mlm-model (a directory or cached hub id)")
+    eos = eos_id(tokenizer, "perturbation_REAGENT (for empty predictions)")
+    mlm, mlm_tokenizer, revision = load_masked_lm(options.mlm_model, str(embedding_device(model)))
+    limit = min(options.mlm_max_length, getattr(mlm_tokenizer, "model_max_length", options.mlm_max_length))
+    replacer = MaskedLMReplacer(mlm, mlm_tokenizer, tokenizer, limit, options.mlm_overflow, eos)
     scores, counts = perturbation_position_scores(model, tokenizer, inputs, replacer, log_prob_drop)
     details = {
         "replacement": "masked-LM argmax, re-tokenized",
         "score": "log p_orig(y_g) - log p_ablated(y_g)",
-        "mlm_model": config.mlm_model,
+        "mlm_model": options.mlm_model,
         "mlm_revision": revision,
         **replacer.record(),
         **counts,
     }
-    return AttributionResult(inputs.matrix_from_positions(scores), "perturbation_REAGENT", details)
+    return AttributionResult(inputs.matrix_from_positions(scores), details)
+
+
+register(MethodSpec("perturbation_REAGENT", "ReAGent", "perturbation", ReagentOptions, perturbation_reagent))

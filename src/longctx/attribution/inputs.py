@@ -1,52 +1,21 @@
-"""The attribution core shared by every method: config, inputs, result, and the method registry.
+"""What an attribution explains: a teacher-forced prompt + output, built to exact token lengths.
 
-Every method is a function ``(model, tokenizer, AttributionInputs, AttributionConfig) -> AttributionResult``
-registered under its exact name with ``@register_method(name)``. The result matrix is token level:
-row g = output token g, columns = user-prompt tokens then output tokens, NaN where not causal.
+The prompt is wrapped in the model's chat template (thinking disabled) when it has one; the output ids
+follow, EOS last when appended. Result matrices are token level: row g = output token g, columns =
+user-prompt tokens then output tokens, NaN where not causal (``AttributionInputs.matrix_from_positions``).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from longctx.errors import UsageError
+from longctx.models import eos_id
 
-METHOD_NAMES = (
-    "IG",
-    "attention_I_G",
-    "attnlrp",
-    "perturbation_all",
-    "perturbation_CLP",
-    "perturbation_REAGENT",
-    "ifr_all_positions",
-    "ifr_multi_hop",
-    "ifr_multi_hop_both",
-)
 DEFAULT_TARGET_TEXT = " The answer is 42."
 _USER_SENTINEL = "\u0000LONGCTX_USER_PROMPT\u0000"
-_SENTENCE_END = (".", "!", "?", "\n")
-
-
-@dataclass(frozen=True)
-class AttributionConfig:
-    """Every knob any method reads; recorded in results as ``config``."""
-
-    method: str
-    n_steps: int = 20  # IG
-    ig_method: str = "gausslegendre"  # Captum's names: "riemann_trapezoid", "gausslegendre", "riemann_left", ...
-    ig_batch_size: int | None = None  # None: memory-aware automatic
-    attnlrp_form: str = "span"  # "span" (single backward) | "per_token" (1 forward + G backward)
-    chunk_tokens: int = 128  # FlashTrace source chunk
-    sink_chunk_tokens: int = 32  # FlashTrace / IFR sink chunk
-    n_hops: int = 1  # FlashTrace hops
-    mlm_model: str | None = None  # ReAGent masked LM (dir / hub id)
-    mlm_max_length: int = 4096
-    mlm_overflow: str = "error"  # "error" | "truncate" (recorded)
-    seed: int = 0
 
 
 @dataclass
@@ -116,56 +85,9 @@ class AttributionInputs:
         }
 
 
-@dataclass
-class AttributionResult:
-    """Token-level scores: ``matrix`` [G, n_user + G] float32 on CPU, NaN where not causal."""
-
-    matrix: torch.Tensor
-    method: str
-    details: dict = field(default_factory=dict)
-
-
-AttributionMethod = Callable[..., AttributionResult]
-METHODS: dict[str, AttributionMethod] = {}
-
-
-def register_method(name: str) -> Callable[[AttributionMethod], AttributionMethod]:
-    """Decorator: register an attribution method under its exact name."""
-    if name not in METHOD_NAMES:
-        raise ValueError(f"unknown attribution method name {name!r}")
-
-    def decorate(fn: AttributionMethod) -> AttributionMethod:
-        METHODS[name] = fn
-        return fn
-
-    return decorate
-
-
-def get_method(name: str) -> AttributionMethod:
-    """The registered method called ``name`` (UsageError for unknown or unavailable names)."""
-    importlib.import_module("longctx.attribution.methods")
-    if name not in METHOD_NAMES:
-        raise UsageError(f"unknown attribution method {name!r}; choose from {', '.join(METHOD_NAMES)}")
-    if name not in METHODS:
-        raise UsageError(f"attribution method {name!r} is not available in this build")
-    return METHODS[name]
-
-
 def token_strings(tokenizer, ids: list[int]) -> list[str]:
     """Each id decoded on its own (what a reader sees per column)."""
     return [tokenizer.decode([int(i)]) for i in ids]
-
-
-def sentence_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
-    """Split ``ids`` into [start, end) sentence spans ending at tokens whose text ends with . ! ? or newline."""
-    spans, start = [], 0
-    for k, text in enumerate(token_strings(tokenizer, ids)):
-        if text.rstrip(" ").endswith(_SENTENCE_END):
-            spans.append((start, k + 1))
-            start = k + 1
-    if start < len(ids):
-        spans.append((start, len(ids)))
-    return spans
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -188,17 +110,11 @@ def _template_parts(tokenizer) -> tuple[str, str, bool]:
     return before, after, True
 
 
-def _eos_id(tokenizer) -> int:
-    if tokenizer.eos_token_id is None:
-        raise UsageError("the tokenizer has no EOS token; attribution needs one")
-    return int(tokenizer.eos_token_id)
-
-
 def _assemble(tokenizer, user_ids: list[int], gen_ids: list[int], append_eos: bool, details: dict):
     before, after, templated = _template_parts(tokenizer)
     prefix, suffix = _encode(tokenizer, before), _encode(tokenizer, after)
     prompt = prefix + user_ids + suffix
-    generation = gen_ids + ([_eos_id(tokenizer)] if append_eos else [])
+    generation = gen_ids + ([eos_id(tokenizer, "appending EOS to the target")] if append_eos else [])
     return AttributionInputs(
         input_ids=torch.tensor([prompt + generation], dtype=torch.long),
         prompt_len=len(prompt),

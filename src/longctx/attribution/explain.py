@@ -1,0 +1,75 @@
+"""``longctx attribution explain``: the attribution matrix of one prompt and target, with token strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+from pathlib import Path
+
+from longctx.attribution.config import ExplainConfig
+from longctx.errors import UsageError
+
+
+def _nan_to_none(matrix) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
+
+
+def read_prompt(path: Path) -> str:
+    if not path.is_file():
+        raise UsageError(f"--prompt-file {path} does not exist")
+    return path.read_text(encoding="utf-8")
+
+
+def explain(cfg: ExplainConfig, out: Path) -> dict:
+    """Load the model, explain the target given the prompt, write the result JSON atomically; return it."""
+    from longctx.attribution.inputs import build_inputs
+    from longctx.attribution.method import method_spec
+    from longctx.data.tokens import token_ids_sha256
+    from longctx.models import context_limit, load_causal_lm
+    from longctx.provenance import observed_now, utc_now
+    from longctx.results import atomic_write_json, build_result
+
+    prompt = read_prompt(Path(cfg.prompt_file))
+    started, before = utc_now(), observed_now()
+    lm = load_causal_lm(
+        cfg.model, dtype=cfg.dtype, device=cfg.device, cuda=cfg.cuda, tokenizer=cfg.tokenizer, seed=cfg.seed
+    )
+    inputs = build_inputs(lm.tokenizer, prompt, cfg.target_text, append_eos=not cfg.no_eos)
+    limit = context_limit(cfg.model)
+    if limit is not None and inputs.total > limit:
+        raise UsageError(f"prompt + output is {inputs.total} tokens; the model's context is {limit}")
+    start = time.perf_counter()
+    result = method_spec(cfg.method).run(lm.model, lm.tokenizer, inputs, cfg.options)
+    elapsed = time.perf_counter() - start
+    prompt_tokens, generation_tokens = inputs.token_strings(lm.tokenizer)
+    data = {
+        "source": cfg.prompt_file,
+        "sha256_text": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+        "n_tokens": inputs.n_user,
+        "token_ids_sha256": token_ids_sha256(inputs.user_ids),
+    }
+    record = build_result(
+        study="attribution",
+        kind="attribution_explain",
+        config=dataclasses.asdict(cfg),
+        inputs={"model": lm.info, "data": data},
+        metrics={"time_sec": elapsed},
+        runs=[],
+        started_utc=started,
+        observed_before=before,
+        extra={
+            "matrix": _nan_to_none(result.matrix),
+            "input_ids": inputs.prompt_ids,
+            "user_prompt_span": list(inputs.user_span),
+            "generation_ids": inputs.generation_ids,
+            "prompt_tokens": prompt_tokens,
+            "generation_tokens": generation_tokens,
+            "eos_counts": inputs.eos_counts,
+            "chat_template_used": inputs.chat_template_used,
+            "method_details": result.details,
+        },
+    )
+    atomic_write_json(out, record)
+    return record

@@ -1,0 +1,93 @@
+"""The method registry: one ``MethodSpec`` per attribution method (name, paper label, family, options, code).
+
+A method is a function ``(model, tokenizer, AttributionInputs, options) -> AttributionResult``; its options are
+a small frozen dataclass of ``longctx.options.option`` fields, which give the CLI flags, the cell config and
+the result's ``config.options``. Names are the original experiment's (``ifr_multi_hop`` is FlashTrace,
+``ifr_multi_hop_both`` FlashTrace with stop-word handling); labels are what the paper prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from longctx.errors import UsageError
+from longctx.options import check_fields
+
+
+@dataclass
+class AttributionResult:
+    """Token-level scores: ``matrix`` [G, n_user + G] float32 on CPU, NaN where not causal."""
+
+    matrix: torch.Tensor
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without settings of its own."""
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the artifact knows about one method."""
+
+    name: str  # the original experiment's name: cell ids, --attr-funcs, ATTR_FUNCS
+    label: str  # what tables, figures and macros print
+    family: str  # gradient | relevance | perturbation | routing
+    options: type  # frozen dataclass of the method's settings
+    run: Callable[..., AttributionResult]
+
+    def make_options(self, values=None):
+        """The method's options from a dict (plan data, JSON) or an options instance; None: the defaults."""
+        if values is None:
+            return self.options()
+        if isinstance(values, self.options):
+            return values
+        if dataclasses.is_dataclass(values):
+            values = dataclasses.asdict(values)
+        known = {f.name for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{self.name} has no option {', '.join(unknown)}; it takes {', '.join(sorted(known))}")
+        return self.options(**values)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"attribution method {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def methods() -> dict[str, MethodSpec]:
+    """Every registered method, in the paper's order (importing the method modules registers them)."""
+    importlib.import_module("longctx.attribution.methods")
+    return _REGISTRY
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(methods())
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The spec called ``name``; a UsageError naming the choices for anything else."""
+    specs = methods()
+    if name not in specs:
+        raise UsageError(f"unknown attribution method {name!r}; choose from {', '.join(specs)}")
+    return specs[name]
+
+
+def option_classes() -> list[type]:
+    """The options dataclasses of every method (one CLI flag per distinct field)."""
+    return list(dict.fromkeys(spec.options for spec in methods().values()))
