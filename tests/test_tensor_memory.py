@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
@@ -51,15 +52,20 @@ def test_views_and_in_place_ops_share_their_storage():
     del views
 
 
-def test_resize_growth_factories_lifted_data_and_copies_are_counted():
+def test_resize_growth_factories_lifted_data_loads_and_copies_are_counted():
+    buffer = io.BytesIO()
+    torch.save(torch.ones(4), buffer)
     with TensorMemoryTracker() as mem:
         grown = torch.empty(0).resize_(10)  # float32: 40 bytes once grown
         lifted = torch.tensor([1.0, 2.0])  # 8 bytes, built outside the dispatcher, seen through lift_fresh
         from_numpy = torch.from_numpy(np.zeros(3))  # 24 bytes
         copy = from_numpy.to(torch.float32)  # 12 bytes, a new storage
         made = torch.zeros(5, dtype=torch.int64)  # 40 bytes
-    assert mem.stats().total == MemoryLevels(0, 40 + 8 + 24 + 12 + 40, 40 + 8 + 24 + 12 + 40)
-    del grown, lifted, copy, made
+        buffer.seek(0)
+        loaded = torch.load(buffer)  # 16 bytes, attached with aten.set_
+    new = 40 + 8 + 24 + 12 + 40 + 16
+    assert mem.stats().total == MemoryLevels(0, new, new)
+    del grown, lifted, copy, made, loaded
 
 
 def test_released_entry_storage_lowers_current_below_zero_but_not_the_peak():

@@ -2,17 +2,19 @@
 
 The count is taken at aten-op boundaries by a ``TorchDispatchMode``: every storage an op returns that the
 tracker has not seen is a new allocation, and a weak reference to its (preserved) Python storage object
-tells when it is released. So it is deterministic, needs no allocator, and counts the same bytes on CPU,
-``meta`` and FakeTensor devices (the basis of the meta-tensor scale prediction).
+tells when it is released. So it is deterministic, needs no allocator, and counts the same bytes on CPU and
+``meta`` tensors (the basis of the meta-tensor scale prediction). Storages are keyed by ``tensor.device``
+unless ``device_of`` says otherwise: a meta run maps its tensors onto logical devices that way (FakeTensors
+report their fake device, but fake CUDA tensors on a CPU-only torch build fail in autograd and in indexing).
 
 Counted: outputs of every aten op run while active, on this thread and in autograd's backward (gradients,
 saved activations, intermediates freed inside the pass), factory functions, ``.to()`` copies, and tensors
-built from Python data or numpy (they reach the dispatcher through ``aten.lift_fresh``); a view or an
-in-place result shares its input's storage and is not counted again; ``Tensor.resize_`` growth is counted.
-Not counted: workspaces a kernel allocates and frees inside one op, allocator rounding and caching (a CUDA
-``max_memory_allocated`` adds both), and ``UntypedStorage.resize_`` called directly. Storages made outside
-the dispatcher (``torch.load``, ``torch.UntypedStorage(...)``) are seen only when an op first reads them,
-and are then taken to have been live at entry.
+built from Python data or numpy (they reach the dispatcher through ``aten.lift_fresh``) or loaded with
+``torch.load`` (through ``aten.set_``); a view or an in-place result shares its input's storage and is not
+counted again; ``Tensor.resize_`` growth is counted. Not counted: workspaces a kernel allocates and frees
+inside one op, allocator rounding and caching (a CUDA ``max_memory_allocated`` adds both), and
+``UntypedStorage.resize_`` called directly. A tensor that gets its storage with no op at all
+(``torch.frombuffer``) is seen only when an op first reads it, and is then taken to have been live at entry.
 
 Storages live at entry are the ones passed as ``baseline`` plus those an op reads before any op made them;
 they make ``entry_bytes``. The peak is tracked as "bytes above entry" (a released entry storage lowers it),
