@@ -76,8 +76,8 @@ def test_missing_sample_names_the_fetch_command(tmp_path, cache):
     assert not (tmp_path / "s").exists()
 
 
-def test_unlocked_sample_names_lock_and_fetch(tmp_path):
-    """The committed lock before `longctx assets lock` has run: the message gives both commands."""
+def test_unlocked_sample_names_the_fetch(tmp_path):
+    """The committed lock before any file hashes are in it: fetch (which takes them from the Hub) gets the sample."""
     with pytest.raises(UsageError, match=r"longctx assets fetch --only pg19"):
         materialize_sample("pg19", cache_dir=tmp_path / "empty", out_dir=tmp_path / "s")
 

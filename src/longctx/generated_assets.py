@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longctx.assets import sha256_file
+from longctx.atomic_files import atomic_write_json
 from longctx.errors import RunFailure, UsageError
 
 MARKER_SCHEMA = 1
@@ -135,6 +136,4 @@ def _refuse_foreign_content(asset: GeneratedAsset) -> None:
 
 
 def _write_marker(asset: GeneratedAsset, digest: str) -> None:
-    from longctx.results import atomic_write_json
-
     atomic_write_json(asset.marker, {"schema": MARKER_SCHEMA, "recipe": asset.recipe, "sha256": digest})
