@@ -158,13 +158,21 @@ def test_damaged_or_mismatching_build_is_rebuilt(built_once, tmp_path, capsys, d
     _assert_complete(target)
 
 
-def test_a_directory_holding_other_files_is_never_replaced(tmp_path):
+def test_a_directory_holding_other_files_is_never_replaced(tmp_path, capsys):
     target = tmp_path / "mine"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
     with pytest.raises(UsageError, match=r"refusing to replace .*notes\.txt"):
         ensure_tiny_models(target, train_steps=0)
-    assert (target / "notes.txt").read_text() == "keep me"
+    assert (target / "notes.txt").read_text() == "keep me" and capsys.readouterr().out == ""
+
+
+def test_an_empty_directory_is_simply_built_into(tmp_path, capsys):
+    target = tmp_path / "tiny"
+    target.mkdir()
+    ensure_tiny_models(target, train_steps=0)
+    assert "not built yet" in capsys.readouterr().out
+    _assert_complete(target)
 
 
 def test_a_failed_build_leaves_no_marker_and_no_staging(tmp_path):
@@ -176,6 +184,26 @@ def test_a_failed_build_leaves_no_marker_and_no_staging(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_generated(asset)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".x.json.lock"]
+
+
+def test_concurrent_ensures_build_once(tmp_path):
+    """Two runs starting together: the second waits on the build lock, then finds the asset complete."""
+    import threading
+
+    builds = []
+
+    def slow_build(path: Path) -> None:
+        builds.append(path)
+        time.sleep(0.5)
+        path.write_text("done")
+
+    asset = GeneratedAsset(tmp_path / "x.txt", "thing", {"v": 1}, build=slow_build)
+    threads = [threading.Thread(target=ensure_generated, args=(asset,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and (tmp_path / "x.txt").read_text() == "done" and why_rebuild(asset) is None
 
 
 def test_smoke_text_is_built_once_and_rebuilt_when_truncated_or_reseeded(tmp_path, capsys):

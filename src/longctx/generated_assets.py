@@ -59,7 +59,7 @@ def content_sha256(path: Path) -> str:
 def why_rebuild(asset: GeneratedAsset) -> str | None:
     """Why ``asset`` must be (re)built, or None when its marker says it is complete and its content matches."""
     if not asset.marker.is_file():
-        if asset.path.exists():
+        if asset.path.exists() and not (asset.path.is_dir() and not any(asset.path.iterdir())):
             return f"incomplete (no completeness marker {asset.marker.name}: an interrupted or older build)"
         return "not built yet"
     try:
@@ -86,9 +86,9 @@ def ensure_generated(asset: GeneratedAsset) -> bool:
         reason = why_rebuild(asset)  # another process may have finished it while we waited
         if reason is None:
             return False
+        _refuse_foreign_content(asset)
         print(f"{asset.label} {asset.path}: {reason}; building it{asset.hint}", flush=True)
         _remove_leftovers(asset.path)
-        _refuse_foreign_content(asset)
         asset.marker.unlink(missing_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{asset.path.name}.building-", dir=asset.path.parent))
         try:
