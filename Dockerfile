@@ -37,19 +37,23 @@ RUN groupadd --gid 10001 longctx \
  && useradd --create-home --uid 10001 --gid 10001 --shell /bin/bash longctx \
  && install -d -o 10001 -g 10001 /opt/hf /opt/hf/hub /opt/longctx
 
-# ---- assets: the pinned checkpoints and data, downloaded at their commit shas and sha256-verified ----
+# ---- assets: the pinned checkpoints and data, downloaded at their commit shas and hash-verified ----
 # Only the modules `assets fetch` needs are copied, so code edits elsewhere do not re-download the weights.
+# Assets the committed lock does not list file by file yet are checked against the Hub's own hashes at the
+# pinned commit (LFS sha256, git blob sha1), and fetch writes their sha256 into docker/assets.lock.json.
 FROM runtime AS assets
+RUN install -d -o 10001 -g 10001 /opt/assets-tool /opt/assets-tool/docker
 ARG ASSETS=pythia,qwen3,mlm,pg19,wikitext
 USER 10001:10001
 WORKDIR /opt/assets-tool
 COPY --chown=10001:10001 src/longctx/__init__.py src/longctx/cli.py src/longctx/errors.py src/longctx/assets.py \
-     src/longctx/
+     src/longctx/atomic_files.py src/longctx/
 COPY --chown=10001:10001 src/longctx/commands/__init__.py src/longctx/commands/assets.py src/longctx/commands/
-COPY --chown=10001:10001 docker/assets.lock.json docker/
+COPY --chown=10001:10001 docker/assets.json docker/assets.lock.json docker/
 RUN if [ "${ASSETS}" != "none" ]; then \
       HF_HUB_OFFLINE=0 PYTHONPATH=/opt/assets-tool/src \
-        python -m longctx.commands.assets fetch --only "${ASSETS}" --lock docker/assets.lock.json; \
+        python -m longctx.commands.assets fetch --only "${ASSETS}" --lock docker/assets.lock.json \
+          --manifest docker/assets.json; \
     fi
 
 # ---- artifact: the project, the baked assets, a non-root user, the entrypoint ----
@@ -59,6 +63,8 @@ ENV LONGCTX_IMAGE_ID=${IMAGE_ID}
 COPY --from=assets --chown=10001:10001 /opt/hf/hub /opt/hf/hub
 WORKDIR /opt/longctx
 COPY --chown=10001:10001 . .
+# The lock as fetch left it: every baked file's sha256, so `longctx assets verify` checks them offline.
+COPY --from=assets --chown=10001:10001 /opt/assets-tool/docker/assets.lock.json docker/assets.lock.json
 # The Makefile's setup stamp ($(VENV)/.installed) is made here, so `make` never tries to install (works offline).
 RUN pip install --no-deps --no-build-isolation -e . \
  && touch /opt/venv/.installed

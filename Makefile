@@ -86,8 +86,10 @@ ASSETS ?= pythia,qwen3,mlm,pg19,wikitext
 DOCKER_GPUS ?= --gpus all
 DOCKER_CMD ?=
 
+# Also tagged plain `artifact`, so `docker run --gpus all artifact` works as the README says.
 docker-build: ## build the image (ASSETS=pythia,qwen3,mlm,pg19,wikitext | none; needs network)
-	docker build --build-arg ASSETS=$(ASSETS) --build-arg IMAGE_ID=$(IMAGE):$(IMAGE_TAG) -t $(IMAGE):$(IMAGE_TAG) -t $(IMAGE):latest .
+	docker build --build-arg ASSETS=$(ASSETS) --build-arg IMAGE_ID=$(IMAGE):$(IMAGE_TAG) \
+	  -t $(IMAGE):$(IMAGE_TAG) -t $(IMAGE):latest -t artifact .
 
 docker-run: ## run the image offline (make paper; DOCKER_CMD="make smoke"), copy main.pdf and results/ out
 	docker rm -f longctx-run >/dev/null 2>&1 || true

@@ -11,7 +11,7 @@ import pytest
 
 from longctx import assets as A
 from longctx.cli import main
-from longctx.errors import RunFailure
+from longctx.errors import RunFailure, UsageError
 
 REV_MODEL = "a" * 40
 REV_DATA = "b" * 40
@@ -298,3 +298,178 @@ def test_corrupt_url_file_is_downloaded_again(env):
     book.write_bytes(b"x" * len(URL_CONTENT[BOOK_URL]))
     assert main(["assets", "fetch", "--lock", str(lock), "--only", "book"]) == 0
     assert fake.calls[-1] == ("url", BOOK_URL) and book.read_bytes() == URL_CONTENT[BOOK_URL]
+
+
+# ------------------------------------------------------------------------------- fetch without a prior lock
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def hub_listing(repo: str) -> list[A.RemoteFile]:
+    """The Hub's file metadata at the pinned commit: weights are LFS (sha256), the rest git blobs (sha1)."""
+    files = [A.RemoteFile("README.md", 10, None, "f" * 40)]
+    for (r, path), data in CONTENT.items():
+        if r == repo:
+            lfs = path.endswith(".safetensors")
+            files.append(
+                A.RemoteFile(path, len(data), sha(data) if lfs else None, None if lfs else git_blob_sha1(data))
+            )
+    return files
+
+
+class HubMetadata:
+    """A resolver that answers like the Hub at the pinned commits; fetch must never ask it to hash a file."""
+
+    revisions = {"org/tiny": REV_MODEL, "org/text": REV_DATA}
+
+    def files(self, repo, repo_type, revision):
+        assert revision == self.revisions[repo]
+        return revision, hub_listing(repo)
+
+    def sha256_of(self, *args):
+        raise AssertionError("fetch takes hashes from the Hub's metadata, it does not download to hash")
+
+
+MANIFEST = {
+    "assets": {
+        "tiny": {**SPEC, "description": "a tiny model"},
+        "book": {
+            "repo": "org/text",
+            "repo_type": "dataset",
+            "revision": REV_DATA,
+            "files": ["data/list.txt"],
+            "urls": {"test/1.txt": BOOK_URL},
+            "sha256": {"test/1.txt": sha(URL_CONTENT[BOOK_URL])},
+        },
+    }
+}
+
+
+@pytest.fixture
+def unlocked(tmp_path, monkeypatch):
+    """A manifest pinning commits and the lock as committed before anyone ran `assets lock` (no file hashes)."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    fake = FakeDownloader()
+    monkeypatch.setattr(A, "HubDownloader", lambda: fake)
+    monkeypatch.setattr(A, "HubResolver", HubMetadata)
+    manifest = tmp_path / "assets.json"
+    manifest.write_text(json.dumps(MANIFEST))
+    assets = {name: A.unlocked_asset(name, spec) for name, spec in MANIFEST["assets"].items()}
+    lock = tmp_path / "assets.lock.json"
+    A.write_lock(lock, assets, "initial pins")
+    return cache, lock, manifest, fake
+
+
+def test_fetch_without_a_lock_checks_the_hub_hashes_and_writes_the_lock(unlocked, monkeypatch, capsys):
+    cache, lock, manifest, fake = unlocked
+    assert main(["assets", "verify", "--lock", str(lock)]) == 2
+    assert "get it with `longctx assets fetch --only tiny`" in capsys.readouterr().out  # no `lock` step needed
+    assert main(["assets", "fetch", "--lock", str(lock), "--manifest", str(manifest)]) == 0
+    assert ("snapshot", "tiny", ("config.json", "model.safetensors")) in fake.calls and ("url", BOOK_URL) in fake.calls
+    written = json.loads(lock.read_text())
+    assert written["generated_by"].startswith("longctx assets fetch")
+    for name, repo in (("tiny", "org/tiny"), ("book", "org/text")):
+        entry = written["assets"][name]
+        assert "lock_required" not in entry and entry["revision"] == MANIFEST["assets"][name]["revision"]
+        for f in entry["files"]:
+            data = CONTENT.get((repo, f["path"])) or URL_CONTENT[f["url"]]
+            assert (f["sha256"], f["size"]) == (sha(data), len(data))
+    assert [f["path"] for f in written["assets"]["tiny"]["files"]] == ["config.json", "model.safetensors"]
+    # `verify` now works offline, from the written lock alone.
+    monkeypatch.setattr(A, "HubDownloader", lambda: pytest.fail("verify must not download"))
+    monkeypatch.setattr(A, "HubResolver", lambda: pytest.fail("verify must not ask the Hub"))
+    assert main(["assets", "verify", "--lock", str(lock)]) == 0
+    from huggingface_hub import try_to_load_from_cache
+
+    assert try_to_load_from_cache("org/tiny", "config.json", cache_dir=cache)  # refs/main points at the pin
+
+
+@pytest.mark.parametrize(
+    ("path", "why"), [("config.json", "git blob sha1 differs"), ("model.safetensors", "sha256 differs")]
+)
+def test_fetch_without_a_lock_refuses_a_download_that_differs_from_the_hub(unlocked, capsys, path, why):
+    cache, lock, manifest, fake = unlocked
+    before = lock.read_text()
+    good = fake.content[("org/tiny", path)]
+    fake.content[("org/tiny", path)] = bytes([good[0] ^ 1]) + good[1:]  # same size, other content
+    assert main(["assets", "fetch", "--lock", str(lock), "--manifest", str(manifest), "--only", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "do not match the Hub's metadata" in err and f"{path} ({why}" in err
+    assert lock.read_text() == before  # nothing unverified enters the lock
+    assert not (cache / "models--org--tiny" / "snapshots" / REV_MODEL / path).exists()
+
+
+def test_fetch_locks_asset_by_asset(unlocked, capsys):
+    """An interrupted fetch keeps what it verified: the lock is written after each asset."""
+    _, lock, manifest, fake = unlocked
+    fake.url_content[BOOK_URL] = b"another book"
+    assert main(["assets", "fetch", "--lock", str(lock), "--manifest", str(manifest)]) == 1
+    written = json.loads(lock.read_text())["assets"]
+    assert written["tiny"]["files"] and "lock_required" not in written["tiny"]
+    assert written["book"]["lock_required"] is True and written["book"]["files"] == []
+
+
+def test_fetch_without_a_lock_needs_pins_and_url_hashes(unlocked, tmp_path, capsys):
+    _, lock, manifest, _ = unlocked
+    spec = MANIFEST["assets"]["book"]
+    no_hash = {k: v for k, v in spec.items() if k != "sha256"}
+    manifest.write_text(json.dumps({"assets": {**MANIFEST["assets"], "book": no_hash}}))
+    assert main(["assets", "fetch", "--lock", str(lock), "--manifest", str(manifest), "--only", "book"]) == 2
+    assert "gives no sha256 for https://example.invalid/test/1.txt" in capsys.readouterr().err
+    manifest.write_text(json.dumps({"assets": {**MANIFEST["assets"], "book": {**spec, "revision": "c" * 40}}}))
+    assert main(["assets", "fetch", "--lock", str(lock), "--manifest", str(manifest), "--only", "book"]) == 2
+    assert "the lock pins " + REV_DATA in capsys.readouterr().err
+
+
+def test_git_blob_sha1_is_gits(tmp_path):
+    empty, hello = tmp_path / "empty", tmp_path / "hello"
+    empty.write_bytes(b"")
+    hello.write_bytes(b"hello\n")
+    # `git hash-object` of these two files
+    assert A.git_blob_sha1_and_sha256(empty)[0] == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert A.git_blob_sha1_and_sha256(hello) == ("ce013625030ba8dba906f756967f9e9ca394464a", sha(b"hello\n"))
+
+
+def test_hub_resolver_reads_lfs_sha256_and_blob_ids_from_huggingface_hub(monkeypatch):
+    """The real resolver against huggingface_hub's own metadata classes (no network: repo_info is stubbed)."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.hf_api import BlobLfsInfo, RepoSibling
+
+    siblings = [
+        RepoSibling("config.json", size=26, blob_id="1" * 40),
+        RepoSibling("model.safetensors", size=7000, blob_id="2" * 40, lfs=BlobLfsInfo(7000, "3" * 64, 134)),
+    ]
+    calls = []
+
+    def repo_info(self, repo, **kwargs):
+        calls.append((repo, kwargs))
+        return SimpleNamespace(sha=REV_MODEL, siblings=siblings)
+
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    sha_, files = A.HubResolver().files("org/tiny", "model", REV_MODEL)
+    assert sha_ == REV_MODEL and calls[0][1]["files_metadata"] is True and calls[0][1]["revision"] == REV_MODEL
+    assert files == [
+        A.RemoteFile("config.json", 26, None, "1" * 40),
+        A.RemoteFile("model.safetensors", 7000, "3" * 64, "2" * 40),
+    ]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UsageError, match="need the network"):
+        A.HubResolver().files("org/tiny", "model", REV_MODEL)
+
+
+def test_default_paths_come_from_the_checkout_not_the_installed_package(tmp_path, monkeypatch):
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "assets.lock.json").write_text(json.dumps({"assets": {}}))
+    (tmp_path / "results" / "smoke").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "results" / "smoke")
+    assert A.default_path(A.LOCK_NAME) == tmp_path / "docker" / "assets.lock.json"
+    monkeypatch.chdir(tmp_path)
+    assert A.default_path(A.LOCK_NAME) == Path("docker/assets.lock.json")
+    with pytest.raises(UsageError, match=r"docker/assets.json not found in .* or pass --manifest PATH"):
+        A.load_manifest()

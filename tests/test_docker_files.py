@@ -135,6 +135,32 @@ def test_assets_stage_copies_enough_to_run_assets_commands(tmp_path):
     )
     assert out.returncode == 2, out.stderr
     assert "EleutherAI/pythia-2.8b" in out.stderr and "Traceback" not in out.stderr
+    # fetch of an asset the lock does not list yet gets as far as asking the Hub (refused here: offline).
+    fetch = ["fetch", "--only", "pythia", "--lock", "docker/assets.lock.json"]
+    out = subprocess.run(
+        [sys.executable, "-m", "longctx.commands.assets", *fetch],
+        cwd=tmp_path,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "need the network" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_the_image_carries_the_lock_that_fetch_wrote():
+    final = stage("artifact")
+    copy_all = final.index("COPY --chown=10001:10001 . .")
+    lock = final.index("COPY --from=assets --chown=10001:10001 /opt/assets-tool/docker/assets.lock.json docker/")
+    assert copy_all < lock  # the fetched lock replaces the committed one, not the other way round
+    assert "--manifest docker/assets.json" in stage("assets")
+
+
+def test_make_docker_build_tags_the_image_artifact():
+    """`docker run --gpus all artifact`, as the README says, needs the plain tag."""
+    makefile = re.sub(r"\\\n\s*", " ", (ROOT / "Makefile").read_text())
+    build = next(line for line in makefile.splitlines() if line.strip().startswith("docker build "))
+    assert " -t artifact " in build + " "
 
 
 # ------------------------------------------------------------------------------------------- entrypoint

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from longctx import assets as A
-from longctx.data.samples import SAMPLE_SOURCES, materialize_sample, write_smoke_text
+from longctx.data.samples import SAMPLE_SOURCES, ensure_sample, materialize_sample, write_smoke_text
 from longctx.data.synthetic import synthetic_text
 from longctx.errors import UsageError
 
@@ -76,8 +76,8 @@ def test_missing_sample_names_the_fetch_command(tmp_path, cache):
     assert not (tmp_path / "s").exists()
 
 
-def test_unlocked_sample_names_lock_and_fetch(tmp_path):
-    """The committed lock before `longctx assets lock` has run: the message gives both commands."""
+def test_unlocked_sample_names_the_fetch(tmp_path):
+    """The committed lock before any file hashes are in it: fetch (which takes them from the Hub) gets the sample."""
     with pytest.raises(UsageError, match=r"longctx assets fetch --only pg19"):
         materialize_sample("pg19", cache_dir=tmp_path / "empty", out_dir=tmp_path / "s")
 
@@ -88,6 +88,27 @@ def test_corrupt_source_is_refused(cache, tmp_path):
     book.write_bytes(BOOK.replace(b"I", b"J"))
     with pytest.raises(UsageError, match="corrupt"):
         materialize_sample("pg19", cache_dir=hub, out_dir=tmp_path / "s", lock=lock)
+
+
+def test_ensure_sample_builds_once_and_rebuilds_a_truncated_file(cache, tmp_path, capsys):
+    hub, lock = cache
+    out = ensure_sample("pg19", cache_dir=hub, out_dir=tmp_path / "s", lock=lock)
+    assert "sample pg19" in capsys.readouterr().out
+    assert json.loads(out.read_text(encoding="utf-8"))["text"] == BOOK.decode("utf-8")
+    before = out.stat().st_mtime_ns
+    assert ensure_sample("pg19", cache_dir=hub, out_dir=tmp_path / "s", lock=lock) == out
+    assert capsys.readouterr().out == "" and out.stat().st_mtime_ns == before
+    out.write_bytes(out.read_bytes()[:20])
+    ensure_sample("pg19", cache_dir=hub, out_dir=tmp_path / "s", lock=lock)
+    assert "content does not match its marker" in capsys.readouterr().out
+    assert json.loads(out.read_text(encoding="utf-8"))["text"] == BOOK.decode("utf-8")
+
+
+def test_ensure_sample_without_the_cached_source_names_the_fetch(cache, tmp_path):
+    _, lock = cache
+    with pytest.raises(UsageError, match=r"longctx assets fetch --only wikitext"):
+        ensure_sample("wikitext", cache_dir=tmp_path / "empty", out_dir=tmp_path / "s", lock=lock)
+    assert not (tmp_path / "s" / "wikitext.json").exists()
 
 
 def test_unknown_sample(tmp_path):

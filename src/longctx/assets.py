@@ -1,10 +1,13 @@
 """The pinned assets of the full profile: manifest, lock, offline verification, fetch and lock resolution.
 
-``docker/assets.json`` says what the paper needs (repo, commit sha, file patterns, direct URLs for files a
-dataset's loader reads from outside the Hub). ``docker/assets.lock.json`` is what ``longctx assets lock``
-resolved from it: the commit sha and every file with its size and sha256. ``fetch`` downloads exactly the
-locked files into the Hugging Face cache and checks their sha256; ``verify`` checks the cache offline. The
-network sits behind two small injectable classes (``HubDownloader``, ``HubResolver``) so tests use fakes.
+``docker/assets.json`` says what the paper needs (repo, commit sha, file patterns, direct URLs with sha256 for
+files a dataset's loader reads from outside the Hub). ``docker/assets.lock.json`` holds, per asset, the commit
+sha and every file with its size and sha256. ``fetch`` downloads exactly the locked files into the Hugging Face
+cache and checks their sha256; for an asset the lock does not list yet, the pinned commit already fixes every
+file's content, so ``fetch`` takes the expected hashes from the Hub's file metadata at that commit (sha256 for
+LFS files, the git blob sha1 for the others), checks every download against them and writes the lock as it goes.
+``verify`` checks the cache offline. ``lock`` resolves the manifest without downloading the weights. The network
+sits behind two small injectable classes (``HubDownloader``, ``HubResolver``) so tests use fakes.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import tempfile
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
+from longctx.atomic_files import atomic_write_json
 from longctx.errors import RunFailure, UsageError
 
 SHA1_RE = re.compile(r"[0-9a-f]{40}")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
-DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
 MANIFEST_NAME = "assets.json"
 LOCK_NAME = "assets.lock.json"
 SCHEMA_VERSION = 1
@@ -58,8 +61,13 @@ class Asset:
     files: list[LockedFile] = field(default_factory=list)
 
     @property
+    def pinned(self) -> bool:
+        """The revision is a commit sha: every file's content is fixed, even before the lock lists the files."""
+        return bool(self.revision and SHA1_RE.fullmatch(self.revision))
+
+    @property
     def locked(self) -> bool:
-        return bool(self.revision and SHA1_RE.fullmatch(self.revision) and self.files)
+        return self.pinned and bool(self.files)
 
     @property
     def size(self) -> int:
@@ -89,9 +97,16 @@ def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def default_path(name: str) -> Path:
-    """``docker/<name>`` of the working directory if present (the image's workdir), else of the source tree."""
-    local = Path("docker") / name
-    return local if local.exists() else DOCKER_DIR / name
+    """``docker/<name>`` of the project checkout: the working directory's, or that of its nearest parent with one."""
+    cwd = Path.cwd()
+    for root in (cwd, *cwd.parents):
+        if (root / "docker" / name).is_file():
+            return Path("docker") / name if root == cwd else root / "docker" / name
+    flag = "--manifest" if name == MANIFEST_NAME else "--lock"
+    raise UsageError(
+        f"docker/{name} not found in {cwd} or its parents: run longctx from the project checkout "
+        f"(in the image: /opt/longctx) or pass {flag} PATH"
+    )
 
 
 def load_manifest(path: Path | None = None) -> dict:
@@ -109,10 +124,8 @@ def load_lock(path: Path | None = None) -> dict[str, Asset]:
     return assets
 
 
-def lock_document(assets: dict[str, Asset], hub_version: str) -> dict:
+def lock_document(assets: dict[str, Asset], hub_version: str, generated_by: str) -> dict:
     """The JSON written to ``assets.lock.json`` (assets that could not be locked keep ``lock_required``)."""
-    from longctx.provenance import utc_now
-
     body = {}
     for name, asset in assets.items():
         entry = asdict(asset)
@@ -123,11 +136,18 @@ def lock_document(assets: dict[str, Asset], hub_version: str) -> dict:
         body[name] = entry
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_by": "longctx assets lock",
-        "locked_utc": utc_now(),
+        "generated_by": generated_by,
+        "locked_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "huggingface_hub": hub_version,
         "assets": body,
     }
+
+
+def write_lock(path: Path, assets: dict[str, Asset], generated_by: str) -> Path:
+    """Write the lock atomically: an interrupted fetch or lock never leaves half a lock file."""
+    import huggingface_hub
+
+    return atomic_write_json(path, lock_document(assets, huggingface_hub.__version__, generated_by))
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -158,6 +178,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_sha1_and_sha256(path: Path) -> tuple[str, str]:
+    """In one read: the file's git blob id (sha1 of ``blob <size>\\0`` + content, what the Hub lists for files not
+    in LFS) and its sha256 (what the lock records)."""
+    blob = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_BLOCK), b""):
+            blob.update(block)
+            digest.update(block)
+    return blob.hexdigest(), digest.hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------- verify
 
 
@@ -176,9 +208,9 @@ class AssetStatus:
 
     @property
     def fix_command(self) -> str:
-        """What gets the asset: lock first when its file hashes are not pinned yet, then fetch."""
+        """What gets the asset: fetch (it takes file hashes from the Hub at a pinned commit); lock first if unpinned."""
         fetch = self.asset.fetch_command()
-        return fetch if self.asset.locked else f"longctx assets lock --only {self.asset.name} && {fetch}"
+        return fetch if self.asset.pinned else f"longctx assets lock --only {self.asset.name} && {fetch}"
 
 
 def verify_asset(asset: Asset, cache_dir: Path, quick: bool = False) -> AssetStatus:
@@ -236,14 +268,20 @@ def locked_file(name: str, path: str, cache_dir: str | os.PathLike | None = None
 # ----------------------------------------------------------------------------------------------- fetch
 
 
+def _require_network() -> None:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError("`longctx assets fetch` and `lock` need the network: run them with HF_HUB_OFFLINE=0")
+
+
 class HubDownloader:
     """The network side of ``fetch``: the Hub (pinned commit, exact files) and direct URLs."""
 
     def snapshot(self, asset: Asset, paths: list[str], cache_dir: Path) -> None:
-        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub import snapshot_download
 
-        if constants.HF_HUB_OFFLINE:
-            raise UsageError("`longctx assets fetch` needs the network: run it with HF_HUB_OFFLINE=0")
+        _require_network()
         snapshot_download(
             asset.repo, repo_type=asset.repo_type, revision=asset.revision, allow_patterns=paths, cache_dir=cache_dir
         )
@@ -276,6 +314,71 @@ def fetch_asset(asset: Asset, cache_dir: Path, downloader: HubDownloader) -> Ass
     if not status.ok:
         raise RunFailure(f"asset {asset.name} {status.state} after download: {'; '.join(status.problems)}")
     return status
+
+
+def fetch_unlocked_asset(
+    name: str, spec: dict, cache_dir: Path, resolver: HubResolver, downloader: HubDownloader
+) -> AssetStatus:
+    """Fetch an asset the lock does not list yet, checking every download against the Hub's file metadata at the
+    manifest's pinned commit (URL files against the manifest's sha256). The status holds the asset, now locked."""
+    if not SHA1_RE.fullmatch(spec.get("revision") or ""):
+        raise UsageError(
+            f"asset {name} is not pinned to a commit in the manifest: run `longctx assets lock --only {name}`"
+        )
+    urls: dict[str, str] = spec.get("urls", {})
+    unhashed = [url for path, url in urls.items() if path not in spec.get("sha256", {})]
+    if unhashed:
+        raise UsageError(f"asset {name}: the manifest gives no sha256 for {', '.join(unhashed)} to check it against")
+    sha, remote = _pinned_remote_files(name, spec, resolver)
+    asset = replace(unlocked_asset(name, spec), revision=sha)
+    digests = _fetch_checked_against_hub(asset, remote, cache_dir, downloader)
+    files = [LockedFile(path=f.path, sha256=digests[f.path], size=f.size) for f in remote]
+    snap = asset.snapshot_dir(cache_dir)
+    for path, url in urls.items():
+        entry = LockedFile(path=path, sha256=spec["sha256"][path], size=0, url=url)
+        if not ((snap / path).is_file() and sha256_file(snap / path) == entry.sha256):
+            _discard(snap / path)
+            _fetch_url_file(entry, snap / path, downloader)
+        files.append(replace(entry, size=(snap / path).stat().st_size))
+    _write_ref(asset, cache_dir)
+    return AssetStatus(replace(asset, files=files), "ok")
+
+
+def _fetch_checked_against_hub(
+    asset: Asset, remote: list[RemoteFile], cache_dir: Path, downloader: HubDownloader
+) -> dict[str, str]:
+    """Download the files not already matching the Hub's metadata, check them all; every file's sha256 by path."""
+    snap = asset.snapshot_dir(cache_dir)
+    checked = {f.path: _check_against_hub(snap / f.path, f) for f in remote}
+    todo = [f.path for f in remote if checked[f.path][1]]
+    if todo:
+        for path in todo:
+            _discard(snap / path)
+        downloader.snapshot(asset, todo, cache_dir)
+        checked.update({f.path: _check_against_hub(snap / f.path, f) for f in remote if f.path in todo})
+    bad = {path: why for path, (_, why) in checked.items() if why}
+    if bad:
+        for path in bad:
+            _discard(snap / path)
+        named = "; ".join(f"{path} ({why})" for path, why in bad.items())
+        raise RunFailure(f"asset {asset.name}: downloads do not match the Hub's metadata at {asset.revision}: {named}")
+    return {path: str(digest) for path, (digest, _) in checked.items()}
+
+
+def _check_against_hub(path: Path, f: RemoteFile) -> tuple[str | None, str | None]:
+    """(sha256, None) when the file matches the Hub's metadata (LFS sha256, else git blob sha1); (None, why) if not."""
+    if not path.is_file():
+        return None, "missing"
+    size = path.stat().st_size
+    if size != f.size:
+        return None, f"size {size} != {f.size}"
+    if f.lfs_sha256:
+        digest = sha256_file(path)
+        return (digest, None) if digest == f.lfs_sha256 else (None, "sha256 differs from the Hub's LFS metadata")
+    if f.git_sha1:
+        blob, digest = git_blob_sha1_and_sha256(path)
+        return (digest, None) if blob == f.git_sha1 else (None, "git blob sha1 differs from the Hub's")
+    return None, "the Hub lists no hash for it"
 
 
 def _discard(path: Path) -> None:
@@ -312,11 +415,12 @@ def _write_ref(asset: Asset, cache_dir: Path) -> None:
 
 @dataclass
 class RemoteFile:
-    """A file as the Hub lists it at one commit: LFS files carry their sha256, small git files do not."""
+    """A file as the Hub lists it at one commit: LFS files carry their sha256, the others their git blob sha1."""
 
     path: str
     size: int
     lfs_sha256: str | None
+    git_sha1: str | None = None
 
 
 class HubResolver:
@@ -328,9 +432,13 @@ class HubResolver:
         self.api = HfApi()
 
     def files(self, repo: str, repo_type: str, revision: str) -> tuple[str, list[RemoteFile]]:
+        _require_network()
         info = self.api.repo_info(repo, repo_type=repo_type, revision=revision, files_metadata=True)
         files = [
-            RemoteFile(s.rfilename, int(s.size or 0), s.lfs.sha256 if s.lfs else None) for s in info.siblings or []
+            RemoteFile(
+                s.rfilename, int(s.lfs.size if s.lfs else s.size or 0), s.lfs.sha256 if s.lfs else None, s.blob_id
+            )
+            for s in info.siblings or []
         ]
         return info.sha, files
 
@@ -366,8 +474,8 @@ def match_files(name: str, spec: dict, names: list[str]) -> list[str]:
     return sorted(chosen)
 
 
-def lock_asset(name: str, spec: dict, resolver: HubResolver, downloader: HubDownloader, cache_dir: Path) -> Asset:
-    """Resolve one manifest entry to a locked asset: commit sha, every file's size and sha256."""
+def _pinned_remote_files(name: str, spec: dict, resolver: HubResolver) -> tuple[str, list[RemoteFile]]:
+    """The commit the manifest entry resolves to (checked against its pin) and the Hub's metadata of its files."""
     revision = spec.get("revision") or "main"
     sha, remote = resolver.files(spec["repo"], spec["repo_type"], revision)
     if not SHA1_RE.fullmatch(sha or ""):
@@ -375,13 +483,18 @@ def lock_asset(name: str, spec: dict, resolver: HubResolver, downloader: HubDown
     if spec.get("revision") and sha != spec["revision"]:
         raise RunFailure(f"asset {name}: pinned {spec['revision']} but the Hub resolved {sha}")
     by_path = {f.path: f for f in remote}
+    return sha, [by_path[path] for path in match_files(name, spec, list(by_path))]
+
+
+def lock_asset(name: str, spec: dict, resolver: HubResolver, downloader: HubDownloader, cache_dir: Path) -> Asset:
+    """Resolve one manifest entry to a locked asset: commit sha, every file's size and sha256."""
+    sha, remote = _pinned_remote_files(name, spec, resolver)
     urls: dict[str, str] = spec.get("urls", {})
     expected: dict[str, str] = spec.get("sha256", {})
     files = []
-    for path in match_files(name, spec, list(by_path)):
-        f = by_path[path]
-        digest = f.lfs_sha256 or resolver.sha256_of(spec["repo"], spec["repo_type"], sha, path, cache_dir)
-        files.append(LockedFile(path=path, sha256=digest, size=f.size))
+    for f in remote:
+        digest = f.lfs_sha256 or resolver.sha256_of(spec["repo"], spec["repo_type"], sha, f.path, cache_dir)
+        files.append(LockedFile(path=f.path, sha256=digest, size=f.size))
     for path, url in urls.items():
         files.append(_lock_url_file(name, path, url, expected.get(path), downloader))
     for f in files:

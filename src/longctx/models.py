@@ -47,11 +47,12 @@ def apply_cuda_visible(cuda: str | None) -> None:
 
 
 def resolve_device(device: str | None) -> str:
+    """``auto`` (or None) becomes cuda when a GPU is visible, else cpu; anything else must be a visible device."""
+    from longctx.validate import validate_device
+
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} requested but no CUDA device is visible")
-    return device
+    return validate_device(device)
 
 
 def resolve_model_dir(spec: str) -> tuple[Path, str]:

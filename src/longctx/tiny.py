@@ -29,6 +29,7 @@ QWEN3_CHAT_TEMPLATE = (
     "{% endif %}"
 )
 MARKER = "longctx_tiny.json"
+TINY_MODEL_NAMES = ("tiny-gpt-neox", "tiny-qwen3", "tiny-mlm")
 
 
 def build_tokenizer(seed: int = 0) -> Tokenizer:
@@ -111,6 +112,31 @@ def make_tiny(out_dir: str | Path, seed: int = 0, train_steps: int = 200) -> dic
     )
     paths["tiny-mlm"] = _save(mlm.eval(), mlm_tok, out / "tiny-mlm", seed, 0)
     return paths
+
+
+def tiny_models_asset(out_dir: str | Path, seed: int = 0, train_steps: int = 200):
+    """The tiny models as a generated asset: built aside, renamed into place, marked complete with their hash."""
+    from longctx.generated_assets import GeneratedAsset
+
+    return GeneratedAsset(
+        path=Path(out_dir),
+        label="tiny models",
+        recipe={"kind": "tiny-models", "seed": seed, "train_steps": train_steps},
+        build=lambda path: make_tiny(path, seed=seed, train_steps=train_steps),
+        owned_names=frozenset(TINY_MODEL_NAMES),
+        hint=" (seeded, about a minute on CPU)",
+    )
+
+
+def ensure_tiny_models(out_dir: str | Path, seed: int = 0, train_steps: int = 200) -> None:
+    """Build the tiny models in ``out_dir`` unless a complete build of the same recipe is there (checked by hash).
+
+    An interrupted build leaves nothing at ``out_dir``; an old, partial or edited one is rebuilt with one line
+    saying why.
+    """
+    from longctx.generated_assets import ensure_generated
+
+    ensure_generated(tiny_models_asset(out_dir, seed, train_steps))
 
 
 def _save(model, tokenizer, path: Path, seed: int, train_steps: int, chat_template: str | None = None) -> Path:

@@ -43,10 +43,9 @@ HEADLINE_LEN = 5000
 
 
 def _ensure_tokenizer(path: str) -> None:
-    if not (Path(path) / "tokenizer.json").exists():
-        from longctx.tiny import make_tiny
+    from longctx.tiny import ensure_tiny_models
 
-        make_tiny(Path(path).parent)
+    ensure_tiny_models(Path(path).parent)
 
 
 def bench_plan(shapes: str) -> Plan:

@@ -16,8 +16,13 @@ def register(sub) -> None:
         "--cache-dir": {"default": None, "help": "Hugging Face hub cache (default: HF_HUB_CACHE or HF_HOME/hub)"},
     }
     lock = asub.add_parser("lock", help="resolve docker/assets.json to commit shas and file sha256 (needs network)")
-    lock.add_argument("--manifest", type=Path, default=None, help="manifest (default docker/assets.json)")
-    fetch = asub.add_parser("fetch", help="download exactly the locked files into the HF cache and verify them")
+    fetch = asub.add_parser(
+        "fetch",
+        help="download the pinned files into the HF cache and verify them (assets not in the lock yet: against the "
+        "Hub's hashes at the pinned commit, then written to the lock)",
+    )
+    for parser in (lock, fetch):
+        parser.add_argument("--manifest", type=Path, default=None, help="manifest (default docker/assets.json)")
     verify = asub.add_parser("verify", help="check the offline HF cache against the lock (no network)")
     verify.add_argument("--quick", action="store_true", help="check presence and sizes only, skip sha256")
     for parser, func in ((lock, run_lock), (fetch, run_fetch), (verify, run_verify)):
@@ -43,32 +48,61 @@ def run_verify(args) -> int:
 
 
 def run_fetch(args) -> int:
+    """Fetch the chosen assets; those the lock does not list yet are checked against the Hub's metadata at their
+    pinned commit and written to the lock one by one, so an interrupted fetch keeps what it has verified."""
     from longctx import assets as A
 
     cache = A.hub_cache_dir(args.cache_dir)
-    chosen = A.select(A.load_lock(args.lock), args.only)
-    unlocked = [a.name for a in chosen if not a.locked]
-    if unlocked:
+    lock_path = args.lock or A.default_path(A.LOCK_NAME)
+    lock = A.load_lock(lock_path)
+    chosen = A.select(lock, args.only)
+    unpinned = [a.name for a in chosen if not a.pinned]
+    if unpinned:
         raise UsageError(
-            f"not locked yet: {', '.join(unlocked)}; run `longctx assets lock --only {','.join(unlocked)}` "
+            f"not pinned to a commit: {', '.join(unpinned)}; run `longctx assets lock --only {','.join(unpinned)}` "
             "(needs network) and commit docker/assets.lock.json"
         )
-    total = sum(a.size for a in chosen)
-    print(f"fetching {len(chosen)} assets ({A.human_size(total)}) into {cache}")
+    unlocked = [a.name for a in chosen if not a.locked]
+    manifest = _manifest_entries(args.manifest, unlocked, lock) if unlocked else {}
+    known = A.human_size(sum(a.size for a in chosen))
+    print(f"fetching {len(chosen)} assets ({known}{' + those not locked yet' if unlocked else ''}) into {cache}")
     downloader = A.HubDownloader()
+    resolver = A.HubResolver() if unlocked else None
     statuses = []
     for asset in chosen:
-        print(f"- {asset.name}: {asset.repo}@{asset.revision} ({len(asset.files)} files, {A.human_size(asset.size)})")
-        statuses.append(A.fetch_asset(asset, cache, downloader))
+        if asset.locked:
+            print(
+                f"- {asset.name}: {asset.repo}@{asset.revision} ({len(asset.files)} files, {A.human_size(asset.size)})"
+            )
+            statuses.append(A.fetch_asset(asset, cache, downloader))
+            continue
+        print(f"- {asset.name}: {asset.repo}@{asset.revision} (not in the lock: checked against the Hub's file hashes)")
+        status = A.fetch_unlocked_asset(asset.name, manifest[asset.name], cache, resolver, downloader)
+        lock[asset.name] = status.asset
+        A.write_lock(lock_path, lock, "longctx assets fetch (hashes from the Hub's metadata at the pinned commit)")
+        print(f"  locked {len(status.asset.files)} files ({A.human_size(status.asset.size)}) in {lock_path}")
+        statuses.append(status)
     _print_table(statuses, cache)
     return 0
 
 
-def run_lock(args) -> int:
-    import huggingface_hub
-
+def _manifest_entries(manifest_path: Path | None, names: list[str], lock: dict) -> dict[str, dict]:
+    """The manifest entries of assets the lock does not list yet; each must pin the commit the lock names."""
     from longctx import assets as A
-    from longctx.results import atomic_write_json
+
+    manifest = A.load_manifest(manifest_path)["assets"]
+    for name in names:
+        pinned = manifest.get(name, {}).get("revision")
+        if pinned != lock[name].revision:
+            raise UsageError(
+                f"asset {name}: the lock pins {lock[name].revision}, the manifest {pinned}; "
+                f"run `longctx assets lock --only {name}` (needs network)"
+            )
+    return {name: manifest[name] for name in names}
+
+
+def run_lock(args) -> int:
+    from longctx import assets as A
 
     manifest = A.load_manifest(args.manifest)["assets"]
     lock_path = args.lock or A.default_path(A.LOCK_NAME)
@@ -83,7 +117,7 @@ def run_lock(args) -> int:
     for name in names:
         print(f"locking {name}: {manifest[name]['repo']}@{manifest[name].get('revision') or 'main'}")
         locked[name] = A.lock_asset(name, manifest[name], resolver, downloader, cache)
-    atomic_write_json(lock_path, A.lock_document(locked, huggingface_hub.__version__))
+    A.write_lock(lock_path, locked, "longctx assets lock")
     print(f"wrote {lock_path}: {sum(a.locked for a in locked.values())}/{len(locked)} assets locked")
     return 0
 

@@ -1,4 +1,4 @@
-"""`longctx models make-tiny DIR`: write the smoke profile's tiny models and tokenizer."""
+"""`longctx models make-tiny DIR`: write the smoke profile's tiny models and tokenizer (skipped when complete)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ def register(sub) -> None:
 
 
 def make_tiny(args) -> int:
-    from longctx.tiny import make_tiny as build
+    from longctx.tiny import TINY_MODEL_NAMES, ensure_tiny_models
 
     out = Path(args.dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
     if args.train_steps < 0:
         raise UsageError("--train-steps must be >= 0")
-    paths = build(out, seed=args.seed, train_steps=args.train_steps)
-    for name, path in paths.items():
-        print(f"{name}: {path}")
+    ensure_tiny_models(out, seed=args.seed, train_steps=args.train_steps)
+    for name in TINY_MODEL_NAMES:
+        print(f"{name}: {out / name}")
     return 0
