@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--refresh-policy", default="none", choices=REFRESH_POLICIES)
     p.add_argument("--max-eval-tokens", type=int, required=True, help="N: tokens of the text evaluated")
     p.add_argument("--impl", default="fast", choices=IMPLS, help="cache implementation (same definition)")
+    p.add_argument("--compile", action="store_true", help="one torch.compile'd fixed-shape graph per decode step")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="auto")
     p.add_argument("--warmup", type=int, default=0)
@@ -59,8 +60,9 @@ def run_eval(args) -> int:
     budget = resolve_budget(cfg)
     parse_dtype(cfg.dtype)
     inputs = describe_inputs(cfg)
+    impl = "compiled" if cfg.compile else cfg.impl
     print(
-        f"streaming eval: {cfg.method} ({cfg.impl}) S={budget.n_sink} W={budget.window} C_total={budget.cap_total} "
+        f"streaming eval: {cfg.method} ({impl}) S={budget.n_sink} W={budget.window} C_total={budget.cap_total} "
         f"on {inputs['data']['n_tokens']} tokens of {cfg.text_file}"
     )
     result = run_cell(cfg, inputs, Path(args.out))
@@ -71,4 +73,8 @@ def run_eval(args) -> int:
         f"ppl {m['ppl']:.4f} over {m['scored_tokens']} tokens; TPOT {tpot_text}; "
         f"prunes {m['cache']['prune_events']}; max attention {m['cache']['max_attention_len']}; wrote {args.out}"
     )
+    if m.get("compile"):
+        c = m["compile"]
+        print(f"compile: {c['compile_time_s']:.1f} s ({c['backend']}, {c['mode']}); graph breaks {c['graph_breaks']}, "
+              f"recompiles {c['recompiles']}")  # fmt: skip
     return 0

@@ -18,8 +18,9 @@ from longctx.models import load_causal_lm
 from longctx.provenance import utc_now
 from longctx.results import atomic_write_json, build_result
 from longctx.stats import summarize
+from longctx.streaming.compiled import make_evaluator
 from longctx.streaming.config import StreamingEvalConfig, check_context, resolve_budget
-from longctx.streaming.evaluator import StreamRun, evaluate_stream
+from longctx.streaming.evaluator import StreamRun
 from longctx.streaming.inputs import describe_model, model_max_positions, tokenize_stream
 
 CONFIG_CLASS = StreamingEvalConfig
@@ -127,6 +128,8 @@ def _metrics(cfg: StreamingEvalConfig, budget, runs: list[StreamRun], raw: list[
             "max_attention_bound": budget.max_attention_len(n_tokens),
         },
     }
+    if cfg.compile:
+        metrics["compile"] = runs[-1].compile  # recompilations counted through the last repeat
     if cfg.save_nll:
         metrics["nll"] = first.nll.tolist()
     return metrics
@@ -147,9 +150,10 @@ def run_cell(cfg: StreamingEvalConfig, inputs: dict, out_path) -> dict:
     probe = MemoryProbe(model, device)
     runs, raw = [], []
     try:
+        evaluate = make_evaluator(model, token_ids, budget, cfg.impl, cfg.compile, cfg.profile_maintenance, True)
         for index in range(cfg.warmup + cfg.repeats):
             probe.reset()
-            run = evaluate_stream(model, token_ids, budget, cfg.impl, cfg.profile_maintenance, progress=True)
+            run = evaluate()
             if index >= cfg.warmup:
                 runs.append(run)
                 raw.append(_raw_run(index - cfg.warmup, run, probe.peak()))

@@ -56,6 +56,7 @@ class StreamingEvalConfig:
     refresh_budget: int = 0
     refresh_policy: str = "none"
     impl: str = "fast"
+    compile: bool = False
     dtype: str = "float32"
     device: str = "auto"
     tokenizer: str | None = None
@@ -126,6 +127,20 @@ def _check_choices(cfg: StreamingEvalConfig) -> None:
             "--refresh-policy uniform needs --impl plain: refreshed tokens after the recent block shift every "
             "recent key's position, which the fast cache's O(S + B) re-rotation does not do"
         )
+    if cfg.compile:
+        _check_compile(cfg)
+
+
+def _check_compile(cfg: StreamingEvalConfig) -> None:
+    """What the compiled (static ring cache) path does not implement is refused, never silently run eagerly."""
+    if cfg.method == "recompute":
+        raise UsageError("--compile applies to --method start_recent and lazy (recompute keeps no cache)")
+    if cfg.refresh_budget:
+        raise UsageError("--compile does not support --refresh-budget/--refresh-policy (run them eagerly)")
+    if cfg.impl != "fast":
+        raise UsageError("--compile uses its own static ring cache: leave --impl at fast")
+    if cfg.profile_maintenance:
+        raise UsageError("--compile runs cache maintenance inside the step graph: --profile-maintenance cannot time it")
 
 
 def resolve_budget(cfg: StreamingEvalConfig) -> Budget:
