@@ -83,6 +83,16 @@ def test_schedule_keeps_positions_bounded(case):
     assert min(b - a for a, b in zip(plan.rebase_steps[:-1], plan.rebase_steps[1:], strict=True)) >= A
 
 
+def test_a_recompilation_is_counted(model):
+    """The counter is not vacuous: a Python constant the step reads changes, dynamo's guard fails, one recompile."""
+    budget = budget_for(60, "start_recent", n_sink=2, cap_total=16)
+    stream = CompiledStream(model, token_stream(60), budget, backend="aot_eager")
+    assert stream.compile_report().recompiles == 0
+    stream.prefill_len -= 1
+    stream.step()
+    assert stream.compile_report().recompiles == 1
+
+
 def test_no_decode_steps_compiles_nothing(model):
     ids = token_stream(12)
     stream = CompiledStream(model, ids, budget_for(12, "start_recent", n_sink=2, cap_total=16), backend="aot_eager")

@@ -42,7 +42,8 @@ class CompileReport:
     """What compiling cost and whether the graphs held: counts from ``torch._dynamo.utils.counters``."""
 
     graph_breaks: int
-    recompiles: int  # dynamo frame compilations after the warm-up compiled each function once
+    recompiles: int  # graphs compiled beyond the first of each compiled function (step, rebase)
+    cudagraph_skips: int  # graphs inductor ran without CUDA graphs (reduce-overhead only; 0 is the goal)
     compile_time_s: float  # wall time of the warm-up calls (tracing, inductor, CUDA graph recording)
     mode: str
     backend: str
@@ -58,19 +59,20 @@ def check_compilable(model) -> None:
         raise UsageError("--compile supports full-attention models only (this one has sliding-window layers)")
 
 
-def _dynamo_counters():
-    from torch._dynamo.utils import counters  # imported on use: torch._dynamo takes a second to import
+@dataclass(frozen=True)
+class _DynamoCounts:
+    """A snapshot of ``torch._dynamo.utils.counters``: graphs compiled, graph breaks, CUDA graph skips."""
 
-    return counters
+    graphs: int  # every graph dynamo compiled: with fullgraph=True one per compilation, recompilations included
+    graph_breaks: int
+    cudagraph_skips: int
 
+    @classmethod
+    def now(cls) -> _DynamoCounts:
+        from torch._dynamo.utils import counters  # imported on use: torch._dynamo takes a second to import
 
-def _frames() -> int:
-    """Frames dynamo has compiled so far (each first compilation and each recompilation counts one)."""
-    return _dynamo_counters()["frames"]["ok"]
-
-
-def _graph_breaks() -> int:
-    return sum(_dynamo_counters()["graph_break"].values())
+        graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+        return cls(graphs, breaks, counters["inductor"]["cudagraph_skips"])
 
 
 class CompiledStream:
@@ -104,7 +106,10 @@ class CompiledStream:
         options = dict(fullgraph=True, dynamic=False, backend=backend, mode=self.mode)
         self.step = torch.compile(self._decode_step, **options)
         self.rebase = torch.compile(self._rebase, **options)
-        self.report = self._warm_up()
+        self._before = _DynamoCounts.now()
+        start = time.perf_counter()
+        self._functions = self._warm_up()
+        self.compile_time_s = time.perf_counter() - start
 
     def _decode_step(self) -> None:
         """Feed ``x_t`` (t = P + step), score ``x_{t+1}`` into ``nll[t]``, advance the step counter."""
@@ -142,29 +147,32 @@ class CompiledStream:
         fn()
 
     @torch.no_grad()
-    def _warm_up(self) -> CompileReport:
-        """Compile (and on a GPU record) each function before any timed run; the state is reset by run()."""
-        breaks, start = _graph_breaks(), time.perf_counter()
-        if self.steps:
-            self._prefill()
-            for fn in (self.step, self.rebase) if self.plan.rebase_steps else (self.step,):
-                for _ in range(WARMUP_CALLS):
-                    self.step_index.zero_()  # stay at step 0: every table index is valid
-                    self._call(fn)
-            Clock(self.device).sync()
-        self._frames_after_warmup = _frames()
+    def _warm_up(self) -> int:
+        """Compile (and on a GPU record) each function the stream uses before any timed run; returns how many.
+
+        run() resets the state the warm-up calls changed."""
+        if not self.steps:
+            return 0
+        functions = (self.step, self.rebase) if self.plan.rebase_steps else (self.step,)
+        self._prefill()
+        for fn in functions:
+            for _ in range(WARMUP_CALLS):
+                self.step_index.zero_()  # stay at step 0: every table index is valid
+                self._call(fn)
+        Clock(self.device).sync()
+        return len(functions)
+
+    def compile_report(self) -> CompileReport:
+        """Counts since compiling began; every graph compiled beyond one per function is a recompilation."""
+        now = _DynamoCounts.now()
         return CompileReport(
-            graph_breaks=_graph_breaks() - breaks,
-            recompiles=0,
-            compile_time_s=time.perf_counter() - start,
+            graph_breaks=now.graph_breaks - self._before.graph_breaks,
+            recompiles=now.graphs - self._before.graphs - self._functions,
+            cudagraph_skips=now.cudagraph_skips - self._before.cudagraph_skips,
+            compile_time_s=self.compile_time_s,
             mode=self.mode,
             backend=self.backend,
         )
-
-    def compile_report(self) -> dict:
-        """The report with recompilations counted up to now (every later compilation is one)."""
-        self.report.recompiles = _frames() - self._frames_after_warmup
-        return asdict(self.report)
 
     @torch.no_grad()
     def run(self, progress: bool = False) -> StreamRun:
@@ -190,7 +198,7 @@ class CompiledStream:
             first_token_ms=clock.elapsed_ms(t1, first) if first is not None else None,
             decode_steps=self.steps,
             stats=self._stats(),
-            compile=self.compile_report(),
+            compile=asdict(self.compile_report()),
         )
 
     def _stats(self) -> CacheStats:

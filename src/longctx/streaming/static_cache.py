@@ -82,7 +82,7 @@ class RingCache(Cache):
         super().__init__(layers=[RingLayer(n_slots, n_sink, self.slot) for _ in range(num_layers)])
         self.rotator, self.n_slots, self.n_sink, self.first_shift = rotator, n_slots, n_sink, first_shift
         self.slot_text = static_address(torch.full((n_slots,), EMPTY, dtype=torch.long, device=device))
-        self.is_sink = torch.arange(n_slots, device=device) < n_sink
+        self.is_sink = static_address(torch.arange(n_slots, device=device) < n_sink)
 
     def load_prefill(self, prefill, n_tokens: int) -> None:
         """Start the stream from a prefill's DynamicCache (tokens ``0 … n-1`` fed at ``u + first_shift``)."""
