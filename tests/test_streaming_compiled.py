@@ -83,14 +83,25 @@ def test_schedule_keeps_positions_bounded(case):
     assert min(b - a for a, b in zip(plan.rebase_steps[:-1], plan.rebase_steps[1:], strict=True)) >= A
 
 
-def test_a_recompilation_is_counted(model):
+def test_a_recompilation_is_counted():
     """The counter is not vacuous: a Python constant the step reads changes, dynamo's guard fails, one recompile."""
+    model = tiny_model("gpt-neox")
     budget = budget_for(60, "start_recent", n_sink=2, cap_total=16)
     stream = CompiledStream(model, token_stream(60), budget, backend="aot_eager")
     assert stream.compile_report().recompiles == 0
     stream.prefill_len -= 1
-    stream.step()
+    with torch.no_grad():
+        stream.step()
     assert stream.compile_report().recompiles == 1
+
+
+def test_streams_built_back_to_back_stay_under_the_recompile_limit():
+    """A plan runs many compiled cells in one process: each stream compiles from a clean slate."""
+    model, ids = tiny_model("gpt-neox"), token_stream(40)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for cap in (12, 14, 16):  # three shapes: without the reset the third would hit the limit
+            stream = CompiledStream(model, ids, budget_for(40, "start_recent", n_sink=2, cap_total=cap), "eager")
+            assert stream.run().compile["recompiles"] == 0
 
 
 def test_no_decode_steps_compiles_nothing(model):

@@ -76,7 +76,13 @@ class _DynamoCounts:
 
 
 class CompiledStream:
-    """The compiled decode loop over one token stream; build once, ``run()`` per repeat."""
+    """The compiled decode loop over one token stream; build once, ``run()`` per repeat.
+
+    Building one resets dynamo (``torch._dynamo.reset()``): one compiled stream is in use at a time (cells run
+    back to back in one process), so cache entries of earlier streams never pile up against dynamo's
+    recompile limit (8 per function; hitting it with ``fullgraph=True`` is an error), and every stream
+    compiles, and counts graphs, from a clean slate.
+    """
 
     def __init__(
         self, model, ids: torch.Tensor, budget: Budget, backend: str = DEFAULT_BACKEND, mode: str | None = None
@@ -103,6 +109,7 @@ class CompiledStream:
         self.nll = static_address(torch.zeros(ids.numel() - 1, device=device))
         self.mode = mode or ("reduce-overhead" if device.type == "cuda" else "default")
         self.backend = backend
+        torch._dynamo.reset()
         options = dict(fullgraph=True, dynamic=False, backend=backend, mode=self.mode)
         self.step = torch.compile(self._decode_step, **options)
         self.rebase = torch.compile(self._rebase, **options)
