@@ -44,7 +44,7 @@ class CompileReport:
     graph_breaks: int
     recompiles: int  # graphs compiled beyond the first of each compiled function (step, rebase)
     cudagraph_skips: int  # graphs inductor ran without CUDA graphs (reduce-overhead only; 0 is the goal)
-    compile_time_s: float  # wall time of the warm-up calls (tracing, inductor, CUDA graph recording)
+    compile_time_s: float  # wall time of the warm-up: one eager prefill, then tracing, inductor, CUDA graph recording
     mode: str
     backend: str
 
