@@ -27,6 +27,7 @@ def test_streaming_bench_reports_every_variant_against_the_floor():
             "warmup": 0,
             "repeats": 2,
             "bandwidth_bytes": 1 << 20,
+            "compile_backend": "aot_eager",  # dynamo without a minute of C++ compilation per graph
         }
     )
     m = run_streaming_bench(cfg)
@@ -37,6 +38,9 @@ def test_streaming_bench_reports_every_variant_against_the_floor():
     for label in labels:
         assert m["ratio_to_floor"][label] == pytest.approx(m["variants"][label]["tpot_ms"]["mean"] / m["hbm_floor_ms"])
     assert m["variants"]["lazy_fast"]["prune_events"] < m["variants"]["start_recent_fast"]["prune_events"]
+    for label in ("start_recent_compiled", "lazy_compiled"):
+        assert m["variants"][label]["compile"]["graph_breaks"] == m["variants"][label]["compile"]["recompiles"] == 0
+        assert m["variants"][label]["prune_events"] == m["variants"][label.replace("compiled", "fast")]["prune_events"]
     json.dumps(m)
 
 

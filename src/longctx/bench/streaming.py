@@ -4,7 +4,9 @@ Batch-1 decoding reads every weight once per token, so ``weights_bytes / bandwid
 TPOT (``hbm_floor_ms``); the benchmark reports how far each method is from it (``ratio_to_floor``) and
 its speedup over recompute, side by side in one process. Random weights: speed does not depend on them.
 The ``plain`` implementation reproduces the original slice-and-concatenate cache, so the table shows
-whether Lazy Pruning's speedup survives an efficient (``fast``) cache.
+whether Lazy Pruning's speedup survives an efficient (``fast``) cache; ``compiled`` runs the static ring
+cache with one torch.compile'd graph per step (CUDA graphs on a GPU), whose compile time and graph
+breaks/recompilations are reported per variant and kept out of TPOT.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import torch
 
 from longctx.models import parse_dtype, random_model
 from longctx.stats import summarize
+from longctx.streaming.compiled import make_evaluator
 from longctx.streaming.config import cache_budget
-from longctx.streaming.evaluator import evaluate_stream
 
 from .bandwidth import copy_bandwidth
 
@@ -25,8 +27,10 @@ VARIANTS = (
     ("recompute", "recompute", "fast", {}),
     ("start_recent_fast", "start_recent", "fast", {}),
     ("start_recent_plain", "start_recent", "plain", {}),
+    ("start_recent_compiled", "start_recent", "compiled", {}),
     ("lazy_fast", "lazy", "fast", {"lazy": True}),
     ("lazy_plain", "lazy", "plain", {"lazy": True}),
+    ("lazy_compiled", "lazy", "compiled", {"lazy": True}),
 )
 
 
@@ -44,6 +48,7 @@ class StreamingBenchConfig:
     repeats: int = 3
     bandwidth_bytes: int = 1 << 30
     seed: int = 0
+    compile_backend: str = "inductor"  # of the compiled variants (CUDA graphs on a GPU)
 
 
 CPU_SHAPES = dict(
@@ -81,8 +86,9 @@ def run_streaming_bench(cfg: StreamingBenchConfig) -> dict:
     for label, method, impl, extra in VARIANTS:
         budget = _budget(cfg, method, **extra)
         tpots = []
+        evaluate = make_evaluator(model, ids, budget, impl, compile=impl == "compiled", backend=cfg.compile_backend)
         for index in range(cfg.warmup + cfg.repeats):
-            run = evaluate_stream(model, ids, budget, impl)
+            run = evaluate()
             if index >= cfg.warmup:
                 tpots.append(run.tpot_ms)
         variants[label] = {
@@ -92,6 +98,7 @@ def run_streaming_bench(cfg: StreamingBenchConfig) -> dict:
             "ratio_to_floor": summarize([t / floor_ms for t in tpots])["mean"],
             "bytes_moved_per_step": run.stats.bytes_moved / max(run.decode_steps, 1),
             "prune_events": run.stats.prune_events,
+            "compile": run.compile,
         }
     base = variants["recompute"]["tpot_ms"]["mean"]
     for entry in variants.values():

@@ -60,7 +60,7 @@ def _print_streaming(metrics: dict, path) -> None:
     )
     for label, v in metrics["variants"].items():
         print(
-            f"  {label:20s} TPOT {v['tpot_ms']['mean']:9.3f} ms  {v['ratio_to_floor']:7.2f}x floor  "
+            f"  {label:22s} TPOT {v['tpot_ms']['mean']:9.3f} ms  {v['ratio_to_floor']:7.2f}x floor  "
             f"{v['speedup_vs_recompute']:6.2f}x vs recompute"
         )
     print(f"-> {path}")

@@ -32,8 +32,9 @@ def run_eval(args) -> int:
     budget = resolve_budget(cfg)
     parse_dtype(cfg.dtype)
     inputs = describe_inputs(cfg)
+    impl = "compiled" if cfg.compile else cfg.impl
     print(
-        f"streaming eval: {cfg.method} ({cfg.impl}) S={budget.n_sink} W={budget.window} C_total={budget.cap_total} "
+        f"streaming eval: {cfg.method} ({impl}) S={budget.n_sink} W={budget.window} C_total={budget.cap_total} "
         f"on {inputs['data']['n_tokens']} tokens of {cfg.text_file}"
     )
     result = run_cell(cfg, inputs, Path(args.out))
@@ -44,4 +45,8 @@ def run_eval(args) -> int:
         f"ppl {m['ppl']:.4f} over {m['scored_tokens']} tokens; TPOT {tpot_text}; "
         f"prunes {m['cache']['prune_events']}; max attention {m['cache']['max_attention_len']}; wrote {args.out}"
     )
+    if m.get("compile"):
+        c = m["compile"]
+        print(f"compile: {c['compile_time_s']:.1f} s ({c['backend']}, {c['mode']}); graph breaks {c['graph_breaks']}, "
+              f"recompiles {c['recompiles']}")  # fmt: skip
     return 0

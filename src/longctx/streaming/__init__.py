@@ -2,5 +2,6 @@
 
 ``config`` (knobs, budget arithmetic), ``policy`` (when to prune, what to keep), ``rope`` (re-rotation),
 ``cache`` (fast preallocated cache), ``plain_cache`` (slice-and-concatenate cache), ``evaluator`` (decode
-loop), ``inputs`` (text, tokens, model description) and ``cell`` (the plan/CLI entry point).
+loop), ``schedule`` + ``static_cache`` + ``compiled`` (fixed-shape ring cache, compiled decode step),
+``inputs`` (text, tokens, model description) and ``cell`` (the plan/CLI entry point).
 """

@@ -15,8 +15,8 @@ from longctx.measure.memory import PeakMemory
 from longctx.models import context_limit, describe_model, load_causal_lm, resolve_device
 from longctx.provenance import utc_now
 from longctx.results import atomic_write_json, build_result
+from longctx.streaming.compiled import make_evaluator
 from longctx.streaming.config import StreamingEvalConfig, check_context, resolve_budget
-from longctx.streaming.evaluator import evaluate_stream
 from longctx.streaming.inputs import tokenize_stream
 from longctx.streaming.metrics import build_metrics, raw_run
 
@@ -48,9 +48,10 @@ def run_cell(cfg: StreamingEvalConfig, inputs: dict, out_path) -> dict:
     token_ids = torch.tensor(ids, dtype=torch.long, device=device)
     runs, raw = [], []
     try:
+        evaluate = make_evaluator(model, token_ids, budget, cfg.impl, cfg.compile, cfg.profile_maintenance, True)
         for index in range(cfg.warmup + cfg.repeats):
             with PeakMemory(cuda=device.type == "cuda") as memory:
-                run = evaluate_stream(model, token_ids, budget, cfg.impl, cfg.profile_maintenance, progress=True)
+                run = evaluate()
             if index >= cfg.warmup:
                 runs.append(run)
                 raw.append(raw_run(index - cfg.warmup, run, memory.record()))
@@ -64,6 +65,7 @@ def run_cell(cfg: StreamingEvalConfig, inputs: dict, out_path) -> dict:
         weights_bytes=weights_bytes,
         profiled=cfg.profile_maintenance,
         save_nll=cfg.save_nll,
+        compile_info=runs[-1].compile if cfg.compile else None,
     )
     result = build_result(
         study="streaming",

@@ -58,6 +58,7 @@ class StreamingEvalConfig:
     refresh_budget: int = option(0, help="B: re-insert B dropped tokens per prune")
     refresh_policy: str = option("none", help="where refreshed tokens go", choices=REFRESH_POLICIES)
     impl: str = option("fast", help="cache implementation (same definition)", choices=IMPLS)
+    compile: bool = option(False, help="one torch.compile'd fixed-shape graph per decode step (fast cache)")
     dtype: str = option("float32", help="float32 | float16 | bfloat16")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     tokenizer: str | None = option(None, help="tokenizer dir (needed with random:<arch>)")
@@ -128,6 +129,20 @@ def _check_choices(cfg: StreamingEvalConfig) -> None:
             "--refresh-policy uniform needs --impl plain: refreshed tokens after the recent block shift every "
             "recent key's position, which the fast cache's O(S + B) re-rotation does not do"
         )
+    if cfg.compile:
+        _check_compile(cfg)
+
+
+def _check_compile(cfg: StreamingEvalConfig) -> None:
+    """What the compiled (static ring cache) path does not implement is refused, never silently run eagerly."""
+    if cfg.method == "recompute":
+        raise UsageError("--compile applies to --method start_recent and lazy (recompute keeps no cache)")
+    if cfg.refresh_budget:
+        raise UsageError("--compile does not support --refresh-budget/--refresh-policy (run them eagerly)")
+    if cfg.impl != "fast":
+        raise UsageError("--compile uses its own static ring cache: leave --impl at fast")
+    if cfg.profile_maintenance:
+        raise UsageError("--compile runs cache maintenance inside the step graph: --profile-maintenance cannot time it")
 
 
 def resolve_budget(cfg: StreamingEvalConfig) -> Budget:

@@ -37,6 +37,7 @@ class StreamRun:
     stats: CacheStats = field(default_factory=CacheStats)
     maintenance_ms: float | None = None
     forward_ms: float | None = None
+    compile: dict | None = None  # compiled decoding only: graph breaks, recompiles, compile time, mode, backend
 
     @property
     def total_ms(self) -> float:
@@ -93,7 +94,7 @@ class _Profiler:
         return out
 
 
-def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """-log p(target) from fp32 log_softmax, whatever the model dtype."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     return -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -129,7 +130,7 @@ def evaluate_stream(
         logits = model(input_ids=ids[None, :prefill_len], position_ids=positions, past_key_values=cache).logits[0]
         cache.finish_step(prefill_len)
     scored = min(prefill_len, n - 1)
-    nll[:scored] = _token_nll(logits[:scored], ids[1 : scored + 1])
+    nll[:scored] = token_nll(logits[:scored], ids[1 : scored + 1])
     t1 = clock.mark()
     first = None
     loop = tqdm(
@@ -140,7 +141,7 @@ def evaluate_stream(
             logit = _recompute_logit(model, ids, t, budget, profiler)
         else:
             logit = _cached_logit(model, ids, t, cache, profiler)
-        nll[t] = _token_nll(logit, ids[t + 1])
+        nll[t] = token_nll(logit, ids[t + 1])
         if first is None:
             first = clock.mark()
     t2 = clock.mark()

@@ -64,6 +64,7 @@ class StreamingMetrics(BaseModel):
     cache: CacheMetrics
     budget: BudgetMetrics
     nll: list[float] | None = None
+    compile: dict | None = None  # graph breaks, recompiles, compile time (``--compile`` only)
 
 
 def subsample(trace: list[tuple[int, int]], points: int = TRACE_POINTS) -> list[list[int]]:
@@ -87,7 +88,15 @@ def raw_run(index: int, run, peak: dict) -> dict:
 
 
 def build_metrics(
-    budget: Budget, runs: list, raw: list[dict], n_tokens: int, *, weights_bytes: int, profiled: bool, save_nll: bool
+    budget: Budget,
+    runs: list,
+    raw: list[dict],
+    n_tokens: int,
+    *,
+    weights_bytes: int,
+    profiled: bool,
+    save_nll: bool,
+    compile_info: dict | None = None,
 ) -> dict:
     """``metrics`` from the measured runs (``StreamRun``) and their raw records."""
     first = runs[0]
@@ -126,5 +135,6 @@ def build_metrics(
             max_attention_bound=budget.max_attention_len(n_tokens),
         ),
         nll=first.nll.tolist() if save_nll else None,
+        compile=compile_info,  # recompilations counted through the last repeat
     )
     return metrics.model_dump()
