@@ -23,7 +23,9 @@ PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
 say() { echo "slurm-local: $*"; }
 die() { echo "slurm-local: $*" >&2; exit 1; }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A live process, not a zombie (whatever adopts a dead daemon may be slow to reap it).
+pid_running() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" != Z ]; }
+pid_alive() { [ -s "$1" ] && pid_running "$(cat "$1")"; }
 
 install_missing_packages() {
   local missing=() pkg
@@ -89,6 +91,8 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
+EnforcePartLimits=ALL
+KillWait=10
 ReturnToService=2
 JobAcctGatherType=jobacct_gather/linux
 AccountingStorageType=accounting_storage/slurmdbd
@@ -175,11 +179,20 @@ start_daemon() {
   "/usr/sbin/$name" || die "$name failed to start (see $STATE/log/$name.log)"
 }
 
+ctld_up() { scontrol ping | grep -q 'is UP'; }
 cluster_registered() { sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; }
 node_takes_jobs() { sinfo -h -p "$PARTITION" -o %t | grep -qE '^(idle|mix|alloc)$'; }
 
 # Daemons running from an older config must restart to pick up the new one.
 stop_slurm_daemons() { stop_pid_files "$STATE"/run/{slurmd,slurmctld,slurmdbd}.pid; }
+
+any_running() {
+  local pid
+  for pid in "$@"; do
+    pid_running "$pid" && return 0
+  done
+  return 1
+}
 
 # SIGTERM every live process named by the pid files, wait up to 10 s for all of them, then SIGKILL the rest.
 stop_pid_files() {
@@ -191,7 +204,7 @@ stop_pid_files() {
   [ ${#pids[@]} -eq 0 ] && return 0
   kill "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 50); do
-    kill -0 "${pids[@]}" 2>/dev/null || break
+    any_running "${pids[@]}" || return 0
     sleep 0.2
   done
   kill -9 "${pids[@]}" 2>/dev/null || true
@@ -213,6 +226,12 @@ start() {
   ensure_munge_key
   host=$(hostname -s)
   node=$(node_line "$host")
+  # State left by daemons that died without 'stop' (a killed session): start from scratch, so job ids and the
+  # accounting database stay consistent.
+  if [ -d "$STATE" ] && ! pid_alive "$STATE/run/slurmctld.pid"; then
+    say "clearing state left by an earlier run"
+    remove_cluster
+  fi
   mkdir -p "$STATE/log" "$STATE/run" "$STATE/slurmctld" "$STATE/slurmd"
   start_munge
   start_database
@@ -225,6 +244,8 @@ start() {
   # slurmctld exits ("no TRES from the database") when slurmdbd does not answer yet.
   wait_for slurmdbd 30 sacctmgr -n list cluster || { show_logs; die "slurmdbd did not answer within 30s"; }
   start_daemon slurmctld
+  # slurmd started before slurmctld listens backs off for seconds before it registers again.
+  wait_for slurmctld 30 ctld_up || { show_logs; die "slurmctld did not answer within 30s"; }
   start_daemon slurmd
   if ! wait_for "node $host in partition $PARTITION" "$TIMEOUT" node_takes_jobs ||
     ! wait_for accounting 30 cluster_registered; then
@@ -252,8 +273,7 @@ remove_our_config() {
   done
 }
 
-stop() {
-  [ "$(id -u)" = 0 ] || die "needs root"
+remove_cluster() {
   if [ -d "$STATE" ]; then
     pid_alive "$STATE/run/slurmctld.pid" && cancel_all_jobs
     stop_pid_files "$STATE"/run/{slurmd,slurmctld,slurmdbd}.pid "$STATE/db/mysqld.pid" /run/munge/munged.pid
@@ -262,6 +282,11 @@ stop() {
     stop_pid_files /run/munge/munged.pid
   fi
   remove_our_config
+}
+
+stop() {
+  [ "$(id -u)" = 0 ] || die "needs root"
+  remove_cluster
   say "stopped"
 }
 
