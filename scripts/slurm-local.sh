@@ -24,7 +24,12 @@ say() { echo "slurm-local: $*"; }
 die() { echo "slurm-local: $*" >&2; exit 1; }
 
 # A live process, not a zombie (whatever adopts a dead daemon may be slow to reap it).
-pid_running() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" != Z ]; }
+pid_running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat:0:1}" != Z ]
+}
 pid_alive() { [ -s "$1" ] && pid_running "$(cat "$1")"; }
 
 install_missing_packages() {
@@ -82,12 +87,16 @@ SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job (submitit's checkpoint/requeue) waits cred_expire seconds before it may start again (default 120).
+AuthInfo=cred_expire=20
 MailProg=/bin/true
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
 SchedulerType=sched/backfill
+# Frequent passes (default 60 s / 30 s), so a job whose begin time passes starts within seconds.
+SchedulerParameters=sched_interval=2,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
