@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "longctx.commands.paper",
     "longctx.commands.assets",
     "longctx.commands.bench",
+    "longctx.commands.docs",
 )
 
 

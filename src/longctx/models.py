@@ -167,30 +167,40 @@ def load_causal_lm(
     cuda: str | None = None,
     tokenizer: str | None = None,
     seed: int = 0,
+    attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Load a causal LM (and its tokenizer) for evaluation: eval mode, parameters frozen."""
+    """Load a causal LM (and its tokenizer) for evaluation: eval mode, parameters frozen.
+
+    ``attn_implementation`` picks the attention kernel (``eager``, ``sdpa``, ...; None: transformers' default).
+    """
     from transformers import AutoModelForCausalLM
 
     torch_dtype = parse_dtype(dtype)
     apply_cuda_visible(cuda)
     device = resolve_device(device)
     tok = tokenizer_for(spec, tokenizer)
+    kernel = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if spec.startswith(RANDOM_PREFIX):
-        model = random_model(spec, torch_dtype, device, seed)
+        model = random_model(spec, torch_dtype, device, seed, **kernel)
     else:
         device_map = "balanced" if cuda and "," in cuda else device
         model = AutoModelForCausalLM.from_pretrained(
-            resolve_model_dir(spec)[0], dtype=torch_dtype, local_files_only=True, device_map=device_map
+            resolve_model_dir(spec)[0], dtype=torch_dtype, local_files_only=True, device_map=device_map, **kernel
         )
     model.eval()
     model.requires_grad_(False)
     device_map = getattr(model, "hf_device_map", None) or str(device)
     info = describe_model(spec, tokenizer=tokenizer, dtype=dtype, device_map=device_map, seed=seed)
-    info.update(architecture=type(model).__name__, n_parameters=sum(p.numel() for p in model.parameters()))
+    info.update(
+        architecture=type(model).__name__,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        attn_implementation=model.config._attn_implementation,
+    )
     return LoadedModel(model=model, tokenizer=tok, info=info)
 
 
-def random_model(spec: str, dtype: torch.dtype, device: str, seed: int):
+def random_model(spec: str, dtype: torch.dtype, device: str, seed: int, **config_kwargs):
+    """``random:<arch>`` with seeded random weights (``config_kwargs``: e.g. ``attn_implementation``)."""
     from transformers import AutoModelForCausalLM
 
     from longctx.architectures import RANDOM_ARCHS, make_config
@@ -200,5 +210,5 @@ def random_model(spec: str, dtype: torch.dtype, device: str, seed: int):
         raise UsageError(f"unknown random architecture {arch!r}; known: {', '.join(RANDOM_ARCHS)}")
     torch.manual_seed(seed)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(make_config(arch), dtype=dtype)
+        model = AutoModelForCausalLM.from_config(make_config(arch), dtype=dtype, **config_kwargs)
     return model

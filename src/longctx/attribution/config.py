@@ -15,14 +15,21 @@ from longctx.attribution.inputs import DEFAULT_TARGET_TEXT
 from longctx.attribution.method import MethodSpec, method_spec
 from longctx.options import check_fields, option
 
+PROTOCOLS = ("reference", "efficient")
+
 
 @dataclass(frozen=True, kw_only=True)
 class AttributionSettings:
     """What every attribution run shares: model, tokenizer, precision, placement, the explained target."""
 
+    protocol: str = option(
+        "efficient", help="reference: the original experiment's code path | efficient: this artifact's",
+        choices=PROTOCOLS,
+    )  # fmt: skip
     model: str = option(help="local HF directory, offline-cached hub id, or random:<arch>")
     tokenizer: str | None = option(None, help="tokenizer directory (required for random:<arch>)")
     dtype: str = option("bfloat16", help="float32 | float16 | bfloat16")
+    attn_implementation: str | None = option(None, help="attention kernel: eager | sdpa | ... (default: transformers')")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     cuda: str | None = option(None, help="GPU indices, e.g. 0,1: shards the model (balanced device map)")
     target_text: str = option(DEFAULT_TARGET_TEXT, help="the explained output text")

@@ -34,14 +34,20 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
     prompt = read_prompt(Path(cfg.prompt_file))
     started, before = utc_now(), observed_now()
     lm = load_causal_lm(
-        cfg.model, dtype=cfg.dtype, device=cfg.device, cuda=cfg.cuda, tokenizer=cfg.tokenizer, seed=cfg.seed
+        cfg.model,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        cuda=cfg.cuda,
+        tokenizer=cfg.tokenizer,
+        seed=cfg.seed,
+        attn_implementation=cfg.attn_implementation,
     )
     inputs = build_inputs(lm.tokenizer, prompt, cfg.target_text, append_eos=not cfg.no_eos)
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:
         raise UsageError(f"prompt + output is {inputs.total} tokens; the model's context is {limit}")
     start = time.perf_counter()
-    result = method_spec(cfg.method).run(lm.model, lm.tokenizer, inputs, cfg.options)
+    result = method_spec(cfg.method).runner(cfg.protocol)(lm.model, lm.tokenizer, inputs, cfg.options)
     elapsed = time.perf_counter() - start
     prompt_tokens, generation_tokens = inputs.token_strings(lm.tokenizer)
     data = {

@@ -43,7 +43,16 @@ class MethodSpec:
     label: str  # what tables, figures and macros print
     family: str  # gradient | relevance | perturbation | routing
     options: type  # frozen dataclass of the method's settings
-    run: Callable[..., AttributionResult]
+    run: Callable[..., AttributionResult]  # the efficient protocol: this artifact's implementation
+    reference: Callable[..., AttributionResult] | None = None  # the original experiment's code path
+
+    def runner(self, protocol: str) -> Callable[..., AttributionResult]:
+        """The implementation of ``protocol`` (``reference`` | ``efficient``)."""
+        if protocol == "efficient":
+            return self.run
+        if self.reference is None:
+            raise UsageError(f"{self.name} has no reference implementation yet")
+        return self.reference
 
     def make_options(self, values=None):
         """The method's options from a dict (plan data, JSON) or an options instance; None: the defaults."""

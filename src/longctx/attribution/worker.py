@@ -41,7 +41,13 @@ def prepare(cfg: TimeCellConfig):
     if limit is not None and inputs.total > limit:
         return inputs, None
     lm = load_causal_lm(
-        cfg.model, dtype=cfg.dtype, device=cfg.device, cuda=cfg.cuda, tokenizer=cfg.tokenizer, seed=cfg.seed
+        cfg.model,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        cuda=cfg.cuda,
+        tokenizer=cfg.tokenizer,
+        seed=cfg.seed,
+        attn_implementation=cfg.attn_implementation,
     )
     return inputs, lm
 
@@ -51,7 +57,7 @@ def measure_once(lm, inputs: AttributionInputs, cfg: TimeCellConfig) -> dict:
     with PeakMemory() as memory:
         synchronize()
         start = time.perf_counter()
-        result = cfg.spec.run(lm.model, lm.tokenizer, inputs, cfg.options)
+        result = cfg.spec.runner(cfg.protocol)(lm.model, lm.tokenizer, inputs, cfg.options)
         synchronize()
         elapsed = time.perf_counter() - start
     row = {"status": STATUS_OK, "time_sec": elapsed, "peak_mem": memory.record(), "method_details": result.details}

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from longctx.errors import UsageError
 from longctx.options import option
 
+PROTOCOLS = ("reference", "efficient")
 METHODS = ("recompute", "start_recent", "lazy")
 IMPLS = ("fast", "plain")
 REFRESH_POLICIES = ("none", "uniform", "middle")
@@ -67,6 +68,9 @@ class StreamingEvalConfig:
     save_nll: bool = option(False, help="store per-token NLL of x_1..x_{N-1} in metrics.nll")
     profile_maintenance: bool = option(False, help="time cache maintenance vs forward (syncs around each)")
     seed: int = option(0, help="seed of random:<arch> weights")
+    protocol: str = option(
+        "efficient", help="reference: the published numbers' code path | efficient: the definition", choices=PROTOCOLS
+    )
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,14 @@ def _check_nonnegative(cfg: StreamingEvalConfig) -> None:
 
 
 def _check_choices(cfg: StreamingEvalConfig) -> None:
-    for name, choices in (("method", METHODS), ("impl", IMPLS), ("refresh_policy", REFRESH_POLICIES)):
+    if cfg.protocol == "reference":
+        raise UsageError("--protocol reference is not implemented yet (issue #12)")
+    for name, choices in (
+        ("method", METHODS),
+        ("impl", IMPLS),
+        ("refresh_policy", REFRESH_POLICIES),
+        ("protocol", PROTOCOLS),
+    ):
         if getattr(cfg, name) not in choices:
             raise UsageError(f"{_flag(name)} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
     not_for_method = LAZY_ONLY if cfg.method == "start_recent" else ()
