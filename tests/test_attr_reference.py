@@ -17,13 +17,8 @@ from longctx.attribution.methods.attnlrp import AttnLRPOptions, attnlrp, attnlrp
 from longctx.attribution.methods.ig import Quadrature, integrated_gradients
 from longctx.attribution.methods.perturbation import Sentence, eos_replacer, log_prob_drop, perturbation_position_scores
 from longctx.attribution.methods.reagent import ReagentOptions
-from longctx.attribution.original_sentences import (
-    attach_gaps,
-    offset_token_strings,
-    sentence_masks,
-    split_sentences,
-    splitter_description,
-)
+from longctx.attribution.original_sentences import attach_gaps, sentence_masks, split_sentences, splitter_description
+from longctx.attribution.reference_inputs import offset_token_strings, reference_inputs
 from longctx.attribution.reference_runtime import original_columns, original_ig_batch_size
 
 FIXTURES = Path(__file__).parent / "fixtures" / "original_attribution"
@@ -50,10 +45,23 @@ def expected() -> dict[str, torch.Tensor]:
     return load_file(FIXTURES / "outputs.safetensors")
 
 
+def ids_only(case) -> AttributionInputs:
+    """The exact ids the original fed, without texts (methods then read token strings from decoded ids)."""
+    user = case["user_prompt_indices"]
+    return AttributionInputs(
+        input_ids=torch.tensor([case["input_ids"]]),
+        prompt_len=len(case["prompt_ids"]),
+        user_span=(user[0], user[-1] + 1),
+        generation_ids=case["generation_ids"],
+        eos_counts=True,
+        chat_template_used=True,
+    )
+
+
 @pytest.fixture(scope="module")
 def setup(case):
     """The fixture's tiny Qwen3 (fp32, eager, parameters frozen as the artifact loads them), its tokenizer, and
-    the exact ids the original fed, as ``AttributionInputs``."""
+    the reference construction's inputs of the original's prompt and target (checked: the original's ids)."""
     from transformers import AutoModelForCausalLM
 
     from longctx.models import load_tokenizer
@@ -63,16 +71,9 @@ def setup(case):
     ).eval()
     model.requires_grad_(False)
     tokenizer = load_tokenizer(FIXTURES / "tokenizer")
-    user = case["user_prompt_indices"]
-    inputs = AttributionInputs(
-        input_ids=torch.tensor([case["input_ids"]]),
-        prompt_len=len(case["prompt_ids"]),
-        user_span=(user[0], user[-1] + 1),
-        generation_ids=case["generation_ids"],
-        eos_counts=True,
-        chat_template_used=True,
-        details={"user_prompt": case["user_prompt"]},
-    )
+    inputs = reference_inputs(tokenizer, case["prompt"], case["target"])
+    expected_ids = ids_only(case)
+    assert torch.equal(inputs.input_ids, expected_ids.input_ids) and inputs.user_span == expected_ids.user_span
     return model, tokenizer, inputs
 
 
@@ -109,9 +110,11 @@ def test_ig_batch_size_is_the_originals(setup, case):
     assert original_ig_batch_size(model, inputs.total) == case["batch_size"] == 13
 
 
-def test_perturbation_details_record_the_splitter_and_counts(setup):
+def test_perturbation_details_record_the_splitter_and_counts(setup, case, expected):
     model, tokenizer, inputs = setup
     details = perturbation_reference.perturbation_all_reference(model, tokenizer, inputs, None).details
+    without_texts = perturbation_reference.perturbation_all_reference(model, tokenizer, ids_only(case), None)
+    assert_matches(without_texts.matrix, expected["perturbation_all.attribution_matrix"])  # decoded ids suffice
     assert details["sentence_splitter"] == splitter_description() and "blank('en')" in details["sentence_splitter"]
     assert (details["n_user_sentences"], details["n_output_sentences"]) == (6, 4)
     assert details["n_forwards"] == sum(1 + 6 + s for s in range(4))  # quadratic in the output sentences
@@ -205,3 +208,21 @@ def test_efficient_perturbation_with_the_originals_sentences_equals_the_referenc
     defined = ~torch.isnan(reference)
     scale = float(reference[defined].abs().max())
     torch.testing.assert_close(efficient[defined], reference[defined], rtol=REL_TOL, atol=REL_TOL * scale)
+
+
+def test_reference_attention_needs_a_kernel_that_returns_maps(case):
+    from transformers import AutoModelForCausalLM
+
+    from longctx.errors import UsageError
+
+    model = AutoModelForCausalLM.from_pretrained(FIXTURES / "model", attn_implementation="sdpa", local_files_only=True)
+    inputs = AttributionInputs(
+        input_ids=torch.tensor([case["input_ids"][:12]]),
+        prompt_len=10,
+        user_span=(2, 8),
+        generation_ids=case["input_ids"][10:12],
+        eos_counts=False,
+        chat_template_used=False,
+    )
+    with pytest.raises(UsageError, match="--attn-implementation eager"):
+        gradient_reference.original_attention_scores(model, inputs)

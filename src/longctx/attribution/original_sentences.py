@@ -85,9 +85,3 @@ def sentence_masks(tokens: list[str], sentences: list[str]) -> torch.Tensor:
             break
     return masks
 
-
-def offset_token_strings(tokenizer, text: str) -> list[str]:
-    """The substrings of ``text`` that its tokens cover (the fast tokenizer's offsets), as the original reads
-    token strings (``decode_text_into_tokens``)."""
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    return [text[start:end] for start, end in encoding["offset_mapping"]]

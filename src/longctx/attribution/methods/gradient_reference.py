@@ -29,6 +29,7 @@ from longctx.attribution.reference_runtime import (
     release_cached_memory,
     trainable_parameters,
 )
+from longctx.errors import UsageError
 from longctx.models import eos_id
 
 
@@ -101,6 +102,11 @@ def original_attention_scores(model, inputs: AttributionInputs) -> torch.Tensor:
         for g in range(inputs.n_gen):
             length = inputs.prompt_len + g
             outputs = model(ids[:, :length], output_attentions=True)
+            if not outputs.attentions:
+                raise UsageError(
+                    "attention_I_G (reference) reads the attention maps (output_attentions), which this attention "
+                    "kernel does not return: load the model with --attn-implementation eager, the original's"
+                )
             means = torch.stack(outputs.attentions, 0).mean(0).mean(1).mean(1)  # the original discards this
             means = torch.stack(outputs.attentions, 0)[-1].mean(1).mean(1)
             scores[g, :length] = means[0].float().cpu()

@@ -21,12 +21,8 @@ import torch.nn.functional as F
 
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult
-from longctx.attribution.original_sentences import (
-    offset_token_strings,
-    sentence_masks,
-    split_sentences,
-    splitter_description,
-)
+from longctx.attribution.original_sentences import sentence_masks, split_sentences, splitter_description
+from longctx.attribution.reference_inputs import offset_token_strings
 from longctx.attribution.reference_runtime import original_columns
 from longctx.models import eos_id
 
@@ -59,21 +55,23 @@ def response_clp(model, sequence: torch.Tensor, response: torch.Tensor) -> torch
     return ((log_p.unsqueeze(-1) - at_response) * log_p.exp().unsqueeze(-1)).sum(-1).detach().cpu()
 
 
-def user_prompt_text(tokenizer, inputs: AttributionInputs) -> str:
-    """The user prompt as text (" " + prompt in the original): the inputs' record, else its ids decoded."""
-    text = inputs.details.get("user_prompt")
-    return text if isinstance(text, str) else tokenizer.decode(inputs.user_ids, clean_up_tokenization_spaces=False)
+def token_strings(tokenizer, inputs: AttributionInputs) -> tuple[list[str], list[str]]:
+    """Token strings of the user prompt and of the generation (EOS text last), as the original reads them:
+    from the reference construction's texts, else from the ids decoded (exact for byte-level BPE)."""
+    if inputs.texts is not None:
+        return inputs.texts.user_prompt_tokens, inputs.texts.generation_tokens
+    texts = [
+        tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        for ids in (inputs.user_ids, inputs.generation_ids)
+    ]
+    return offset_token_strings(tokenizer, texts[0]), offset_token_strings(tokenizer, texts[1])
 
 
 def feature_masks(tokenizer, inputs: AttributionInputs) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The original's block mask [rows, cols] (prompt sentences at rows/cols from the user prompt's start,
     output sentences from row l + n / column l + m), the output sentences' masks, and the prompt-feature rows."""
     eos_text = tokenizer.eos_token
-    user_tokens = offset_token_strings(tokenizer, user_prompt_text(tokenizer, inputs))
-    generation_text = tokenizer.decode(
-        inputs.generation_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
-    )
-    generation_tokens = offset_token_strings(tokenizer, generation_text)
+    user_tokens, generation_tokens = token_strings(tokenizer, inputs)
     prompt_masks = sentence_masks(user_tokens, split_sentences("".join(user_tokens), eos_text))
     output_masks = sentence_masks(generation_tokens, split_sentences("".join(generation_tokens), eos_text))
     start, stop = inputs.user_span
