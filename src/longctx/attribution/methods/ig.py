@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from longctx.attribution.embeddings import auto_batch_size, input_embeddings
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.methods.gradient_reference import ig_reference
 from longctx.errors import UsageError
 from longctx.models import eos_id
 from longctx.options import check_fields, option
@@ -147,4 +148,4 @@ def ig(model, tokenizer, inputs: AttributionInputs, options: IGOptions) -> Attri
     return AttributionResult(inputs.matrix_from_positions(scores), details)
 
 
-register(MethodSpec("IG", "IG", "gradient", IGOptions, ig))
+register(MethodSpec("IG", "IG", "gradient", IGOptions, ig, reference=ig_reference))
