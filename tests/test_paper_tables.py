@@ -144,24 +144,58 @@ def test_mixed_fingerprints_give_no_speedup(plan, tmp_path):
 def test_attribution_statuses_and_flashtrace_speedup_at_longest_common_length(plan, tmp_path):
     root = tmp_path / "results"
     write_all(root, plan)
-    cells = {(c.config["method"], c.config["output_len"]): c for c in plan.groups()["time_curve_output"]}
+    group = plan.groups()["time_curve_output"]
+    cells = {(c.config["method"], c.config["output_len"]): c for c in group if c.config["protocol"] == "efficient"}
     lengths = sorted({g for _, g in cells})
     write(root, plan, cells[("ifr_all_positions", lengths[-1])], attribution_result(cells[("IG", 8)], "oom"))
     write(root, plan, cells[("IG", lengths[-1])], attribution_result(cells[("IG", 8)], "runtime_error: boom"))
     report, read = generate(plan, tmp_path)
     tex = read("attr_time_output")
+    assert row_of(tex, "IFR (all positions)")[:2] == ["IFR (all positions)", "efficient"]  # efficient row first
     assert row_of(tex, "IFR (all positions)")[-1] == r"\statuscell{OOM}"
     assert row_of(tex, "IG &")[-1] == r"\statuscell{err}"
     assert row_of(read("attr_time_prompt"), "AttnLRP")[-1] == r"\statuscell{skip}"  # P=4096 > context
-    prompt = plan.groups()["time_curve_output"][0].config["prompt_len"]
+    prompt = group[0].config["prompt_len"]
     longest_ok = lengths[-2]  # IFR is OOM at the longest output, so the comparison moves one step down
     ratio = ATTR_SECONDS["ifr_all_positions"] / ATTR_SECONDS["ifr_multi_hop"]
     macros = read("macros")
-    assert rf"\newcommand{{\FlashTraceVsIFROutputLen}}{{{longest_ok}}}" in macros
+    assert rf"\newcommand{{\FlashTraceVsIFROutputLenEfficient}}{{{longest_ok}}}" in macros
+    assert rf"\newcommand{{\FlashTraceVsIFRSpeedupEfficient}}{{{ratio:.1f}}}" in macros
+    reference_lengths = sorted({c.config["output_len"] for c in group if c.config["protocol"] == "reference"})
+    assert rf"\newcommand{{\FlashTraceVsIFROutputLen}}{{{reference_lengths[-1]}}}" in macros  # claims: reference
     assert rf"\newcommand{{\FlashTraceVsIFRSpeedup}}{{{ratio:.1f}}}" in macros
     t_fast = ATTR_SECONDS["ifr_multi_hop"] * (prompt + longest_ok)
     assert row_of(tex, "FlashTrace &")[-2] == f"{t_fast:#.3g}"  # 3 significant digits
     assert report.missing == []
+
+
+def test_attribution_rows_per_protocol(plan, tmp_path):
+    write_all(tmp_path / "results", plan)
+    _, read = generate(plan, tmp_path)
+    lines = [line for line in read("attr_time_output").splitlines() if line.endswith(r"\\")]
+    first = lines.index(next(x for x in lines if x.startswith("IG &")))
+    assert [line.split(" & ")[:2] for line in lines[first : first + 2]] == [["IG", "efficient"], ["", "reference"]]
+    reference = next(line for line in lines if line.startswith(" & reference"))
+    assert reference.split(" & ")[-1].startswith("--")  # outside the reference grid (shorter on smoke)
+    assert not any("original" in line for line in lines)  # the original's numbers only beside full-profile results
+
+
+def test_full_profile_shows_the_originals_measurements(tmp_path):
+    from longctx.plan import load_plan
+
+    plan = load_plan("full", env={"STUDIES": "attribution", "ATTR_FUNCS": "IG"})
+    write_all(tmp_path / "results", plan)
+    _, read = generate(plan, tmp_path)
+    time_row = row_of(read("attr_time_output"), "original (their GPUs)")
+    # G = 10 ... 10000 at P = 10: 7.78 s, ..., 4334 s, a genuine failure, a run after a fatal error, never run
+    assert time_row[2] == "7.78" and time_row[5] == "4334" and time_row[6:] == [
+        r"\statuscell{err}",
+        r"\statuscell{n/r}",
+        "--",
+    ]
+    memory_row = row_of(read("attr_memory_output"), "original (their GPUs)")
+    assert memory_row[2] == f"{39.3352e9 / 2**30:.1f}"  # allocated, summed over its GPUs, in GiB
+    assert "six 80 GB GPUs" in read("attr_memory_output") and r"max\_memory\_allocated" in read("attr_memory_output")
 
 
 def test_negative_results_table_is_qualitative_and_escaped(plan, tmp_path):

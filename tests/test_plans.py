@@ -26,8 +26,25 @@ def test_paper_matrix_of_the_full_profile():
     assert main[("pg19", "lazy")]["max_eval_tokens"] == 20000
     assert main[("wikitext", "lazy")]["max_eval_tokens"] == 4096
     assert [c.config["compress_every"] for c in plan.groups()["sweep_R"]] == [1, 4, 16, 32, 64, 128]
-    outputs = [c.config["output_len"] for c in plan.groups()["time_curve_output"] if c.config["method"] == "IG"]
-    assert outputs == [10, 100, 500, 1000, 2000, 5000, 10000]
+    ig = [c.config for c in plan.groups()["time_curve_output"] if c.config["method"] == "IG"]
+    assert [c["output_len"] for c in ig if c["protocol"] == "efficient"] == [10, 100, 500, 1000, 2000, 5000, 10000]
+    reference = [c for c in ig if c["protocol"] == "reference"]
+    assert [c["output_len"] for c in reference] == [10, 100, 500, 1000, 2000]
+    assert all(c["dtype"] == "float16" and c["attn_implementation"] == "eager" for c in reference)  # the original's
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_attribution_cells_carry_their_protocol(profile):
+    cells = [c for c in load_plan(profile, env={}).cells if c.study == "attribution"]
+    protocols = {c.config["protocol"] for c in cells}
+    assert protocols == {"efficient", "reference"}
+    for cell in cells:
+        protocol, method = cell.config["protocol"], cell.config["method"]
+        assert cell.id.startswith(f"attribution/{protocol}/{method}/P") and cell.labels["protocol"] == protocol
+    assert all(c.config.get("attn_implementation") == "eager" for c in cells if c.config["protocol"] == "reference")
+    assert not any("attn_implementation" in c.config for c in cells if c.config["protocol"] == "efficient")
+    reference = load_plan(profile, env={"ATTR_PROTOCOLS": "reference"}).cells
+    assert {c.config["protocol"] for c in reference if c.study == "attribution"} == {"reference"}
 
 
 def test_equal_configs_share_one_cell():
@@ -59,6 +76,7 @@ def test_environment_knobs():
         {"REPEATS": "-1"},
         {"STUDIES": "bogus"},
         {"ATTR_FUNCS": "IG,nope"},
+        {"ATTR_PROTOCOLS": "fast"},
     ],
 )
 def test_bad_knobs_are_usage_errors(env):

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from longctx.attribution.config import TimeCellConfig
-from longctx.attribution.inputs import exact_length_text
+from longctx.attribution.inputs import AttributionInputs, build_length_controlled_inputs
 from longctx.attribution.metrics import SKIPPED_NONPOSITIVE, base_row, cell_metrics, overall_status, status_row
 from longctx.data.tokens import token_ids_sha256
 
@@ -25,6 +25,16 @@ def load_sample(cfg: TimeCellConfig):
     from longctx.data.ruler import load_ruler_sample
 
     return load_ruler_sample(cfg.ruler_file, cfg.ruler_seed)
+
+
+def cell_inputs(cfg: TimeCellConfig, tokenizer, text: str) -> AttributionInputs:
+    """The cell's teacher-forced inputs: the original's construction for the reference protocol (" " + P tiled
+    ids decoded, "Context:...Query:" wrapper, target + EOS as text), exactly P user tokens for efficient."""
+    if cfg.protocol == "reference":
+        from longctx.attribution.reference_inputs import reference_inputs_to_length
+
+        return reference_inputs_to_length(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
+    return build_length_controlled_inputs(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
 
 
 def describe_inputs(cfg: TimeCellConfig) -> dict:
@@ -40,7 +50,7 @@ def describe_inputs(cfg: TimeCellConfig) -> dict:
     sample = load_sample(cfg)
     data = {"source": sample.source, "sample_id": sample.sample_id, "sha256_text": sample.sha256}
     if cfg.prompt_len > 0:
-        ids = exact_length_text(tokenizer_for(cfg.model, cfg.tokenizer), sample.text, cfg.prompt_len)[1]
+        ids = cell_inputs(cfg, tokenizer_for(cfg.model, cfg.tokenizer), sample.text).user_ids
         data.update(n_tokens=len(ids), token_ids_sha256=token_ids_sha256(ids))
     return {"model": model, "data": data}
 

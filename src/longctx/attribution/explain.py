@@ -22,9 +22,20 @@ def read_prompt(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def explain_inputs(cfg: ExplainConfig, tokenizer, prompt: str):
+    """The reference protocol builds its inputs as the original does (wrapper, target + EOS as text); the
+    efficient one places the prompt's ids in the chat template."""
+    from longctx.attribution.inputs import build_inputs
+
+    if cfg.protocol != "reference":
+        return build_inputs(tokenizer, prompt, cfg.target_text, append_eos=not cfg.no_eos)
+    from longctx.attribution.reference_inputs import reference_inputs
+
+    return reference_inputs(tokenizer, prompt, cfg.target_text)
+
+
 def explain(cfg: ExplainConfig, out: Path) -> dict:
     """Load the model, explain the target given the prompt, write the result JSON atomically; return it."""
-    from longctx.attribution.inputs import build_inputs
     from longctx.attribution.method import method_spec
     from longctx.data.tokens import token_ids_sha256
     from longctx.models import context_limit, load_causal_lm
@@ -32,6 +43,8 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
     from longctx.results import atomic_write_json, build_result
 
     prompt = read_prompt(Path(cfg.prompt_file))
+    if cfg.protocol == "reference" and cfg.no_eos:
+        raise UsageError("--no-eos is not available with --protocol reference: the original always scores the EOS")
     started, before = utc_now(), observed_now()
     lm = load_causal_lm(
         cfg.model,
@@ -42,7 +55,7 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
         seed=cfg.seed,
         attn_implementation=cfg.attn_implementation,
     )
-    inputs = build_inputs(lm.tokenizer, prompt, cfg.target_text, append_eos=not cfg.no_eos)
+    inputs = explain_inputs(cfg, lm.tokenizer, prompt)
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:
         raise UsageError(f"prompt + output is {inputs.total} tokens; the model's context is {limit}")
@@ -74,6 +87,7 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
             "generation_tokens": generation_tokens,
             "eos_counts": inputs.eos_counts,
             "chat_template_used": inputs.chat_template_used,
+            "input_construction": inputs.details.get("construction"),
             "method_details": result.details,
         },
     )

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from longctx.attribution.cell import load_sample
+from longctx.attribution.cell import cell_inputs, load_sample
 from longctx.attribution.config import TimeCellConfig
-from longctx.attribution.inputs import AttributionInputs, build_length_controlled_inputs
+from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.metrics import SKIPPED_CONTEXT, STATUS_OK, base_row, one_line, status_row
 from longctx.measure.memory import PeakMemory, synchronize
 
@@ -36,7 +36,7 @@ def prepare(cfg: TimeCellConfig):
 
     tokenizer = tokenizer_for(cfg.model, cfg.tokenizer)
     text = load_sample(cfg).text
-    inputs = build_length_controlled_inputs(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
+    inputs = cell_inputs(cfg, tokenizer, text)
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:
         return inputs, None
@@ -86,7 +86,10 @@ def run_job(cfg: TimeCellConfig, emit) -> None:
         for identity in identities:
             emit(status_row(identity, f"init_error: {type(exc).__name__}: {exc}", str(exc)))
         return
-    extra = {**_lengths(inputs), "model": cfg.model, "dtype": cfg.dtype}
+    extra = {**_lengths(inputs), "model": cfg.model, "dtype": cfg.dtype, "protocol": cfg.protocol}
+    extra["input_construction"] = inputs.details.get("construction")
+    if lm is not None:
+        extra["attn_implementation"] = lm.info["attn_implementation"]
     if lm is None:
         for identity in identities:
             emit({**status_row(identity, SKIPPED_CONTEXT), **extra})

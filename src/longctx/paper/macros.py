@@ -64,10 +64,18 @@ def _comparable(fast, slow) -> bool:
     return fast.status == slow.status == "ok" and fast.identity_hash == slow.identity_hash
 
 
-def flashtrace_macros(view: ResultView) -> list[tuple[str, str]]:
-    """FlashTrace (both) vs IFR (all positions) at the longest output length where both measured a time."""
+FLASHTRACE_MACROS = ("FlashTraceVsIFRSpeedup", "FlashTraceVsIFROutputLen", "FlashTraceTime", "IFRTime")
+# the paper's claims about the original methods' cost quote the reference protocol (the original's code path)
+PROTOCOL_SUFFIX = {"reference": "", "efficient": "Efficient"}
+
+
+def flashtrace_macros(view: ResultView, protocol: str) -> list[tuple[str, str]]:
+    """FlashTrace vs IFR (all positions) of one protocol at the longest output length where both measured a
+    time; names carry ``PROTOCOL_SUFFIX[protocol]``."""
     curve = CURVES[0]
-    cells = {(c.config["method"], c.config[curve.varies]): c for c in view.group(curve.group)}
+    names = [name + PROTOCOL_SUFFIX[protocol] for name in FLASHTRACE_MACROS]
+    group = [c for c in view.group(curve.group) if c.config.get("protocol", "efficient") == protocol]
+    cells = {(c.config["method"], c.config[curve.varies]): c for c in group}
     both_ok = []
     for (method, length), cell in cells.items():
         other = cells.get((IFR, length))
@@ -75,21 +83,14 @@ def flashtrace_macros(view: ResultView) -> list[tuple[str, str]]:
             fast, slow = view.get(cell), view.get(other)
             if _comparable(fast, slow):
                 both_ok.append((length, fast, slow))
+    if not group:
+        return []
     if not both_ok:
-        return [
-            ("FlashTraceVsIFRSpeedup", MISSING),
-            ("FlashTraceVsIFROutputLen", MISSING),
-            ("FlashTraceTime", MISSING),
-            ("IFRTime", MISSING),
-        ]
+        return [(name, MISSING) for name in names]
     length, fast, slow = max(both_ok, key=lambda item: item[0])
     t_fast, t_slow = fast.metrics.time_sec.mean, slow.metrics.time_sec.mean
-    return [
-        ("FlashTraceVsIFRSpeedup", mark(fmt_sig(t_slow / t_fast, 3), fast, slow)),
-        ("FlashTraceVsIFROutputLen", str(length)),
-        ("FlashTraceTime", mark(fmt_sig(t_fast, 3), fast)),
-        ("IFRTime", mark(fmt_sig(t_slow, 3), slow)),
-    ]
+    values = [mark(fmt_sig(t_slow / t_fast, 3), fast, slow), str(length), mark(fmt_sig(t_fast, 3), fast)]
+    return list(zip(names, [*values, mark(fmt_sig(t_slow, 3), slow)], strict=True))
 
 
 def expected_macro_names() -> list[str]:
@@ -98,12 +99,13 @@ def expected_macro_names() -> list[str]:
     for dataset in DATASETS:
         for method in METHOD_MACRO.values():
             names += [macro_name(method, q, dataset) for q in ("TPOT", "PPL", "Speedup", "DeltaPPL")]
-    return names + ["FlashTraceVsIFRSpeedup", "FlashTraceVsIFROutputLen", "FlashTraceTime", "IFRTime"]
+    return names + [name + suffix for suffix in PROTOCOL_SUFFIX.values() for name in FLASHTRACE_MACROS]
 
 
 def macros_tex(view: ResultView) -> str:
     """The macros file; a quoted number whose cell is not in this plan prints as ``\\notinplan``."""
-    macros = dict(plan_macros(view) + streaming_macros(view) + flashtrace_macros(view))
+    flashtrace = [item for protocol in PROTOCOL_SUFFIX for item in flashtrace_macros(view, protocol)]
+    macros = dict(plan_macros(view) + streaming_macros(view) + flashtrace)
     for name in expected_macro_names():
         macros.setdefault(name, r"\notinplan{}")
     return render("macros.tex.j2", profile=view.plan.profile, macros=list(macros.items()))
