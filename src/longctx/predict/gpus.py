@@ -39,28 +39,43 @@ GPUS = {
     spec.name: spec
     for spec in (
         GpuSpec(
-            "H100-SXM-80GB", 81559 * MIB, 989.4e12, 3.35e12,
+            "H100-SXM-80GB",
+            81559 * MIB,
+            989.4e12,
+            3.35e12,
             f"NVIDIA H100 Tensor Core GPU datasheet ({NVIDIA_DATASHEET_H100}): SXM5, FP16/BF16 1,979 TFLOPS with "
             "sparsity = 989.4 dense, 3.35 TB/s HBM3, 80 GB",
         ),
         GpuSpec(
-            "H100-PCIe-80GB", 81559 * MIB, 756.5e12, 2.0e12,
+            "H100-PCIe-80GB",
+            81559 * MIB,
+            756.5e12,
+            2.0e12,
             f"NVIDIA H100 Tensor Core GPU datasheet ({NVIDIA_DATASHEET_H100}): PCIe, FP16/BF16 1,513 TFLOPS with "
             "sparsity = 756.5 dense, 2 TB/s HBM2e, 80 GB",
         ),
         GpuSpec(
-            "H200", 143771 * MIB, 989.4e12, 4.8e12,
+            "H200",
+            143771 * MIB,
+            989.4e12,
+            4.8e12,
             "NVIDIA H200 product page (https://www.nvidia.com/en-us/data-center/h200/): SXM, FP16/BF16 1,979 TFLOPS "
             "with sparsity = 989.4 dense, 4.8 TB/s HBM3e, 141 GB",
         ),
         GpuSpec(
-            "A100-80GB", 81920 * MIB, 312e12, 2.039e12,
+            "A100-80GB",
+            81920 * MIB,
+            312e12,
+            2.039e12,
             "NVIDIA A100 datasheet (https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
             "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): SXM 80GB, FP16/BF16 tensor 312 TFLOPS dense, "
             "2,039 GB/s HBM2e",
         ),
         GpuSpec(
-            "A800-80GB", 81920 * MIB, 312e12, 2.0e12,
+            "A800-80GB",
+            81920 * MIB,
+            312e12,
+            2.0e12,
             "NVIDIA A800 datasheet (https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a800/pdf/"
             "a800-80gb-datasheet.pdf): 80GB, FP16/BF16 tensor 312 TFLOPS dense, about 2.0 TB/s HBM2e (SXM 2,039 "
             "GB/s, PCIe 1,935 GB/s); the original streaming study's GPU",

@@ -92,16 +92,16 @@ class Placement:
     def main_device(self) -> str:
         """Where ``model.device`` points on a GPU run: the first parameter's device."""
         first = next(iter(self.model.named_parameters()))[0]
-        return self._device_of_name(first)
+        return self.device_of_parameter(first)
 
-    def _device_of_name(self, name: str) -> str:
+    def device_of_parameter(self, name: str) -> str:
         best = max((key for key in self.device_map if key == "" or name == key or name.startswith(key + ".")), key=len)
         return self.device_map[best]
 
     def attach(self, sim: Simulation) -> Placement:
         sim.default_device = self.main_device
         for name, param in [*self.model.named_parameters(), *self.model.named_buffers()]:
-            sim.pin([param], self._device_of_name(name))
+            sim.pin([param], self.device_of_parameter(name))
         if len(self.devices) > 1:
             for name, device in self.device_map.items():
                 module = self.model.get_submodule(name)
@@ -116,14 +116,29 @@ class Placement:
         self.handles = []
 
 
+class _LogicalCopy(torch.autograd.Function):
+    """``tensor.to(device)`` between logical devices: a copy there, and the gradient copied back (as ``.to``)."""
+
+    @staticmethod
+    def forward(ctx, sim: Simulation, tensor: torch.Tensor, source: str, target: str):
+        ctx.sim, ctx.source = sim, source
+        with sim.forced_device(target):
+            return tensor.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        with ctx.sim.forced_device(ctx.source):
+            return None, grad.clone(), None, None
+
+
 def _copy_to(sim: Simulation, data, device: str):
     """accelerate's ``send_to_device`` on logical devices: a copy for every tensor living elsewhere."""
 
     def move(tensor: torch.Tensor):
-        if not tensor.is_meta or sim.device_of_tensor(tensor) == device:
+        source = sim.device_of_tensor(tensor)
+        if not tensor.is_meta or source == device:
             return tensor
-        with sim.forced_device(device):
-            return tensor.clone()
+        return _LogicalCopy.apply(sim, tensor, source, device)
 
     return recursively_apply(move, data)
 

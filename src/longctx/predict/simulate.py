@@ -20,6 +20,7 @@ run of a GPU code path needs:
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -28,12 +29,13 @@ from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.flop_counter import flop_registry
 
 from longctx.errors import UsageError
-from longctx.measure.tensor_memory import TOTAL, TensorMemoryTracker
+from longctx.measure.tensor_memory import _FRESH_INPUT_OPS, TOTAL, TensorMemoryTracker
 
 HOST = "cpu"
 SOURCE = "predicted: exact live tensor bytes of the code path run on meta tensors (longctx.predict)"
 SHADOW_LIMIT = 1 << 20  # elements: larger tensors never carry known values
 HOST_LIMIT = 256 << 20  # bytes: a larger meta tensor read on the host stays a meta tensor keyed "cpu"
+COUNTERS = ("flops", "weight_bytes", "forwards", "backwards")  # extensive counts a sampled loop extrapolates
 _SCALAR_READ = torch.ops.aten._local_scalar_dense.default
 _COPY = torch.ops.aten._to_copy.default
 _SKIP_FLOPS = {torch.ops.prim.device.default}
@@ -42,6 +44,26 @@ _SIZE_QUERIES = {
     torch.ops.aten.sym_storage_offset.default, torch.ops.aten.is_contiguous.default,
     torch.ops.aten.is_contiguous.memory_format, torch.ops.prim.layout.default,
 }  # fmt: skip
+
+
+@functools.cache
+def _decomposes(func) -> bool:
+    """Whether FlopCounterMode would decompose ``func`` (no FLOP formula, a CompositeImplicitAutograd kernel)."""
+    if func in flop_registry or func in _SKIP_FLOPS:
+        return False
+    key = torch._C.DispatchKey.CompositeImplicitAutograd
+    return key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
+
+
+def _tensors(args, kwargs) -> list[torch.Tensor]:
+    """The tensors among an aten op's arguments (tensors, lists of tensors)."""
+    found = []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(item for item in value if isinstance(item, torch.Tensor))
+    return found
 
 
 class SimulationError(UsageError):
@@ -91,9 +113,22 @@ class Simulation(TensorMemoryTracker):
         self.context: list[str] = []
         self.forced: str | None = None
         self._op_device: str | None = None
-        self.flops = 0
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.assumed_values = 0
         self._windows: list[Window] = []
+
+    # ----------------------------------------------------------------- counters
+    @property
+    def flops(self) -> int:
+        return self.counters["flops"]
+
+    def totals(self) -> dict[str, float]:
+        return dict(self.counters)
+
+    def add(self, deltas: dict[str, float]) -> None:
+        """Add extrapolated counts (a sampled loop's skipped iterations, a replayed model call)."""
+        for key, value in deltas.items():
+            self.counters[key] += value
 
     # ----------------------------------------------------------------- devices
     def pin(self, tensors, device: str) -> None:
@@ -174,6 +209,15 @@ class Simulation(TensorMemoryTracker):
                 if level > window.peak.get(name, 0):
                     window.peak[name] = level
 
+    def _release(self, key: int) -> None:
+        with self._lock:
+            self.pinned.pop(key, None)  # a freed storage's address may be reused by an unrelated one
+        super()._release(key)
+
+    def release_baseline(self) -> None:
+        """Drop the references to the entry tensors (counted already), so freeing one (``grad = None``) is seen."""
+        self._baseline = None
+
     def track_new(self, tensor: torch.Tensor) -> None:
         """Count a tensor made inside the dispatcher (where this mode does not see it) as a new allocation."""
         self._see(tensor, at_entry=False)
@@ -191,12 +235,12 @@ class Simulation(TensorMemoryTracker):
         kwargs = kwargs or {}
         if func in _SIZE_QUERIES:
             return func(*args, **kwargs)
-        if func not in flop_registry and func not in _SKIP_FLOPS:
+        if _decomposes(func):
             with self._reentered():
                 out = func.decompose(*args, **kwargs)
             if out is not NotImplemented:
                 return out
-        leaves = [x for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        leaves = _tensors(args, kwargs)
         metas = [x for x in leaves if x.is_meta]
         target = _target_device(kwargs)
         if metas or (target is not None and target.type == "meta"):
@@ -211,13 +255,13 @@ class Simulation(TensorMemoryTracker):
             self._op_device = previous
         packet = func._overloadpacket
         if packet in flop_registry:
-            self.flops += int(flop_registry[packet](*args, **kwargs, out_val=out))
+            self.counters["flops"] += int(flop_registry[packet](*args, **kwargs, out_val=out))
         return out
 
     def _run(self, func, args, kwargs, metas, leaves):
         shadows = self._shadow_inputs(metas)
         try:
-            out = TensorMemoryTracker.__torch_dispatch__(self, func, (), args, kwargs)
+            out = self._tracked(func, args, kwargs, leaves)
         except (NotImplementedError, RuntimeError) as exc:
             if shadows is None:
                 raise SimulationError(
@@ -227,6 +271,24 @@ class Simulation(TensorMemoryTracker):
             out = None
         if shadows is not None or (not metas and _target_device(kwargs) == torch.device("meta")):
             out = self._with_shadow(func, args, kwargs, out, leaves)
+        return out
+
+    def _tracked(self, func, args, kwargs, leaves):
+        """The tracker's bookkeeping (inputs seen, op run, outputs seen) without its generic tree walks."""
+        live_inputs = func not in _FRESH_INPUT_OPS
+        for leaf in leaves:
+            self._see(leaf, at_entry=live_inputs)
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            self._see(out, at_entry=False)
+        elif isinstance(out, (tuple, list)):
+            for leaf in out:
+                if isinstance(leaf, torch.Tensor):
+                    self._see(leaf, at_entry=False)
+                elif isinstance(leaf, (tuple, list)):
+                    for inner in leaf:
+                        if isinstance(inner, torch.Tensor):
+                            self._see(inner, at_entry=False)
         return out
 
     def _shadow_inputs(self, metas) -> list | None:
@@ -279,7 +341,7 @@ class Simulation(TensorMemoryTracker):
         if func is _COPY and target is not None and target.type != "meta" and _is_meta(args[0]):
             return self._to_host(args[0], kwargs.get("dtype") or args[0].dtype)
         if func is _COPY and target is not None and target.type == "meta" and not _is_meta(args[0]):
-            out = TensorMemoryTracker.__torch_dispatch__(self, func, (), args, kwargs)
+            out = self._tracked(func, args, kwargs, [args[0]])
             if args[0].numel() <= SHADOW_LIMIT:
                 _set_shadow(out, args[0].to(kwargs.get("dtype") or args[0].dtype).clone())
             return out

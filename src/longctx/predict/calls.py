@@ -1,0 +1,391 @@
+"""Every model call of a meta run counted, and calls like ones already measured replayed instead of rerun.
+
+``ModelCalls`` wraps a model's ``forward``. Each call adds one forward pass and the weights' bytes to the
+simulation's counters; a backward through it adds one backward pass (and the weights again, twice when the
+weights are trainable: read for the input gradient, gradient written). Calls of one *family* (same
+arguments except the sequence length, same grad mode, no foreign hooks, no cache object) are measured on
+real meta tensors at a few lengths: the peak above the call's start per device, what it leaves allocated
+(outputs, saved activations), its counters and, when a backward runs through it, the backward's peak and
+counters. Any other length is *replayed*: outputs of the right shapes are made on their devices, the saved
+activations are one blob per device held by the autograd graph (freed with it, like the real ones), and
+peaks and counters are interpolated (quadratic in the length through the three nearest measured lengths:
+exact for FLOPs, which are quadratic in the length). A length is measured when it is the first or second of
+its family, more than twice the longest measured, or within ``NEAR_END`` of the longest the cell can reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from accelerate.utils.operations import recursively_apply
+
+from longctx.measure.tensor_memory import TOTAL
+from longctx.predict.simulate import Simulation
+
+GROWTH = 2.0
+NEAR_END = 4
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An output tensor as recorded: shape (``None`` marks the sequence-length dims), dtype, device, grad."""
+
+    shape: tuple
+    dtype: torch.dtype
+    device: str
+    requires_grad: bool
+
+    def bytes_at(self, length: int) -> int:
+        numel = 1
+        for dim in self.shape:
+            numel *= length if dim is None else dim
+        return numel * torch.empty((), dtype=self.dtype).element_size()
+
+
+@dataclass
+class BackwardRecord:
+    transient: dict[str, int]  # peak above the level when the gradient reached the outputs
+    new_grads: dict[str, int]  # bytes of input/parameter gradients it created (they outlive it)
+    counters: dict[str, float]
+
+
+@dataclass
+class CallRecord:
+    length: int
+    template: object  # the output structure with TensorSpec leaves
+    transient: dict[str, int]
+    graph: dict[str, int]  # bytes left allocated beyond the outputs (saved for backward), per device
+    counters: dict[str, float]
+    backward: BackwardRecord | None = None
+
+
+@dataclass
+class Family:
+    records: dict[int, CallRecord] = field(default_factory=dict)
+    length_dims_ambiguous: bool = False
+
+
+def _is_spec(x) -> bool:
+    return isinstance(x, TensorSpec)
+
+
+def fit(points: list[tuple[int, float]], x: int) -> float:
+    """Lagrange interpolation through the (up to) three points nearest to ``x``, never below zero: exact for a
+    quadratic in the length (FLOPs of a forward at a fixed batch)."""
+    nearest = sorted(points, key=lambda p: abs(p[0] - x))[:3]
+    total = 0.0
+    for i, (xi, yi) in enumerate(nearest):
+        term = float(yi)
+        for j, (xj, _) in enumerate(nearest):
+            if i != j:
+                term *= (x - xj) / (xi - xj)
+        total += term
+    return max(0.0, total)
+
+
+def fit_linear(points: list[tuple[int, float]], x: int) -> float:
+    """Piecewise-linear interpolation between the measured lengths around ``x``; outside them, the line through
+    the shortest and longest (a wide baseline: peaks are not exact polynomials, so no curve is extrapolated)."""
+    points = sorted(points)
+    if len(points) == 1:
+        return float(points[0][1])
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    (x0, y0), (x1, y1) = points[0], points[-1]
+    return max(0.0, y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+def _fit_dicts(records: list, x: int, get, exact: bool = False) -> dict:
+    """Per key: counters (``exact``: quadratic in the length, Lagrange) or bytes (piecewise linear)."""
+    keys = set().union(*(get(r).keys() for r in records))
+    method = fit if exact else fit_linear
+    return {key: method([(r.length, get(r).get(key, 0)) for r in records], x) for key in keys}
+
+
+class ModelCalls:
+    """``with ModelCalls(sim, model, trainable, replay=True, longest=T): run()`` (see the module docstring)."""
+
+    def __init__(self, sim: Simulation, model, *, replay: bool = True, longest: int | None = None):
+        self.sim, self.model, self.replay, self.longest = sim, model, replay, longest
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.families: dict[tuple, Family] = {}
+        self.measured = 0
+        self.replayed = 0
+        self.backward_assumed = 0
+
+    # ----------------------------------------------------------------- install
+    def __enter__(self) -> ModelCalls:
+        self._real = self.model.forward
+        self._hooks = self._hook_count()
+        self.model.forward = self._call
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.model.forward
+
+    def _hook_count(self) -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in self.model.modules())
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    # ----------------------------------------------------------------- one call
+    def _call(self, *args, **kwargs):
+        key, length = self._family_key(args, kwargs)
+        if key is None or not self.replay:
+            return self._measure(None, None, args, kwargs)
+        family = self.families.setdefault(key, Family())
+        if self._should_measure(family, length):
+            return self._measure(family, length, args, kwargs)
+        self.replayed += 1
+        return self._replay(family, length, args, kwargs)
+
+    def _family_key(self, args, kwargs) -> tuple[tuple | None, int]:
+        """Everything but the sequence length; (None, 0) when the call must run for real."""
+        if self._hook_count() != self._hooks or torch.nn.modules.module._global_forward_hooks:
+            return None, 0
+        named = {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+        anchor = named.get("input_ids", named.get("inputs_embeds", named.get("arg0")))
+        if not isinstance(anchor, torch.Tensor) or anchor.dim() < 2:
+            return None, 0
+        length = anchor.shape[1]
+        parts = []
+        for name, value in sorted(named.items()):
+            if isinstance(value, torch.Tensor):
+                shape = tuple(None if i == 1 and d == length else d for i, d in enumerate(value.shape))
+                parts.append((name, shape, value.dtype, value.requires_grad, self.sim.device_of_tensor(value)))
+            elif isinstance(value, _SIMPLE):
+                parts.append((name, value))
+            else:
+                return None, 0  # a cache or another object the call may change
+        modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), self.model.training, self.trainable)
+        patches = tuple(sorted({id(type(m).forward) for m in self.model.modules()}))
+        instance = tuple(id(m.__dict__["forward"]) for m in self.model.modules() if "forward" in m.__dict__)
+        return (tuple(parts), modes, patches, instance), length
+
+    def _should_measure(self, family: Family, length: int) -> bool:
+        records = family.records
+        if length in records:
+            return False
+        if len(records) < 2 or family.length_dims_ambiguous:
+            return True
+        longest = max(records)
+        if length > GROWTH * longest or length < min(records) / GROWTH:
+            return True
+        return self.longest is not None and length >= self.longest - NEAR_END and longest < self.longest - NEAR_END
+
+    # ----------------------------------------------------------------- measured calls
+    def _measure(self, family: Family | None, length: int | None, args, kwargs):
+        sim = self.sim
+        self.measured += 1
+        before_live, before_counts = sim.live_bytes(), sim.totals()
+        window = sim.open_window()
+        try:
+            sim.add({"forwards": 1, "weight_bytes": self.weight_bytes})
+            out = self._real(*args, **kwargs)
+        finally:
+            transient = sim.close_window(window)
+        if family is None:
+            return out
+        after = sim.live_bytes()
+        specs = _without_caches(recursively_apply(lambda t: self._spec(t, length), out))
+        outputs: dict[str, int] = {}
+        for spec in _leaves(specs):
+            outputs[spec.device] = outputs.get(spec.device, 0) + spec.bytes_at(length)
+        devices = (set(after) | set(before_live)) - {TOTAL}
+        graph = {d: max(0, after.get(d, 0) - before_live.get(d, 0) - outputs.get(d, 0)) for d in devices}
+        counters = {k: v - before_counts.get(k, 0) for k, v in sim.totals().items()}
+        record = CallRecord(length, specs, transient, graph, counters)
+        self._note_ambiguity(family, specs, length)
+        family.records[length] = record
+        return self._probe(record, out)
+
+    def _spec(self, tensor: torch.Tensor, length: int) -> TensorSpec:
+        shape = tuple(None if d == length else d for d in tensor.shape)
+        return TensorSpec(shape, tensor.dtype, self.sim.device_of_tensor(tensor), tensor.requires_grad)
+
+    def _note_ambiguity(self, family: Family, specs, length: int) -> None:
+        """A dim that only happens to equal the length (32 heads at length 32) shows as a pattern that differs
+        between two lengths: such a family is always measured, never replayed."""
+        other = next((r for r in family.records.values() if r.length != length), None)
+        if other is not None:
+            pattern = [s.shape for s in _leaves(specs)]
+            family.length_dims_ambiguous |= pattern != [s.shape for s in _leaves(other.template)]
+
+    def _probe(self, record: CallRecord, out):
+        """Outputs that require grad pass through an identity whose backward measures the model's backward."""
+        if not torch.is_grad_enabled():
+            return out
+        return recursively_apply(lambda t: _Probe.apply(self, record, t) if t.requires_grad else t, out)
+
+    def _grad_bytes_pending(self, inputs=()) -> dict[str, int]:
+        pending: dict[str, int] = {}
+        tensors = [p for p in self.model.parameters() if p.requires_grad and p.grad is None]
+        tensors += [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+        for tensor in tensors:
+            device = self.sim.device_of_tensor(tensor)
+            pending[device] = pending.get(device, 0) + tensor.numel() * tensor.element_size()
+        return pending
+
+    def _backward_pass_counts(self) -> dict[str, float]:
+        return {"backwards": 1, "weight_bytes": self.weight_bytes * (2 if self.trainable else 1)}
+
+    # ----------------------------------------------------------------- replayed calls
+    def _replay(self, family: Family, length: int, args, kwargs):
+        records = list(family.records.values())
+        exact = family.records.get(length)
+
+        def pick(get, counters=False):
+            return dict(get(exact)) if exact else _fit_dicts(records, length, get, counters)
+
+        transient = {k: int(v) for k, v in pick(lambda r: r.transient).items()}
+        graph = {k: int(v) for k, v in pick(lambda r: r.graph).items()}
+        self.sim.replay_peak(transient)
+        self.sim.add(pick(lambda r: r.counters, True))
+        template = (exact or records[0]).template
+        grad_inputs = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.requires_grad]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        needs_graph = torch.is_grad_enabled() and any(s.requires_grad for s in _leaves(template))
+        if not needs_graph:
+            return recursively_apply(lambda s: self._make(s, length, False), template, test_type=_is_spec)
+        backward = [_Sized(r.length, r.backward) for r in records if r.backward is not None]
+        state = _ReplayState(self, template, length, graph, grad_inputs, params, backward)
+        outputs = _Replay.apply(state, *grad_inputs, *params)
+        produced = iter(outputs)
+        return recursively_apply(
+            lambda s: next(produced) if s.requires_grad else self._make(s, length, False), template, test_type=_is_spec
+        )
+
+    def _make(self, spec: TensorSpec, length: int, requires_grad: bool) -> torch.Tensor:
+        shape = tuple(length if d is None else d for d in spec.shape)
+        with self.sim.forced_device(spec.device):
+            tensor = torch.empty(shape, dtype=spec.dtype, device="meta")
+        return tensor.requires_grad_(requires_grad) if requires_grad else tensor
+
+
+def _without_caches(template):
+    """A returned KV cache (``use_cache`` default) becomes None in the template: a record must not keep the
+    measured call's tensors (and their autograd graph) alive; its bytes are in the call's saved blob."""
+    from transformers.cache_utils import Cache
+
+    if isinstance(template, dict):
+        for key, value in list(template.items()):
+            if isinstance(value, Cache):
+                template[key] = None
+    return template
+
+
+def _leaves(tree) -> list[TensorSpec]:
+    found: list[TensorSpec] = []
+    recursively_apply(lambda s: found.append(s), tree, test_type=_is_spec)
+    return found
+
+
+class _Probe(torch.autograd.Function):
+    """Identity; its backward marks where the model's own backward starts, a queued callback where it ends."""
+
+    @staticmethod
+    def forward(ctx, calls: ModelCalls, record: CallRecord, tensor: torch.Tensor):
+        ctx.calls, ctx.record = calls, record
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        calls, record = ctx.calls, ctx.record
+        if record.backward is None and not getattr(record, "_pending", False):
+            sim = calls.sim
+            record._pending = True
+            window, before = sim.open_window(), sim.totals()
+            new_grads = calls._grad_bytes_pending()
+            sim.add(calls._backward_pass_counts())
+
+            def finish():
+                transient = sim.close_window(window)
+                counters = {k: v - before.get(k, 0) for k, v in sim.totals().items()}
+                record.backward = BackwardRecord(transient, new_grads, counters)
+                record._pending = False
+
+            torch.autograd.Variable._execution_engine.queue_callback(finish)
+        else:
+            ctx.calls.sim.add(ctx.calls._backward_pass_counts())
+        return None, None, grad
+
+
+@dataclass
+class _ReplayState:
+    calls: ModelCalls
+    template: object
+    length: int
+    graph: dict[str, int]
+    inputs: list
+    params: list
+    backward: list[_Sized]
+    blobs: list = field(default_factory=list)
+
+
+class _Replay(torch.autograd.Function):
+    """A replayed call: outputs that require grad, saved activations as blobs, a backward from the records."""
+
+    @staticmethod
+    def forward(ctx, state: _ReplayState, *tensors):
+        calls = state.calls
+        for device, size in state.graph.items():
+            if size > 0:
+                with calls.sim.forced_device(device):
+                    state.blobs.append(torch.empty(size, dtype=torch.uint8, device="meta"))
+        ctx.state = state
+        return tuple(calls._make(s, state.length, False) for s in _leaves(state.template) if s.requires_grad)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        state = ctx.state
+        calls, sim = state.calls, state.calls.sim
+        pending = calls._grad_bytes_pending(state.inputs)
+        if state.backward:
+            records = state.backward
+            transient = _fit_dicts(records, state.length, lambda r: r.transient)
+            sampled_new = _fit_dicts(records, state.length, lambda r: r.new_grads)
+            counters = _fit_dicts(records, state.length, lambda r: r.counters, True)
+        else:  # no backward was measured in this family: about twice the forward's work, the graph's size
+            calls.backward_assumed += 1
+            transient, sampled_new = dict(state.graph), {}
+            counters = {**calls._backward_pass_counts()}
+        extra = {d: max(0, int(transient.get(d, 0) - sampled_new.get(d, 0))) + pending.get(d, 0)
+                 for d in (set(transient) | set(pending)) - {TOTAL}}  # fmt: skip
+        extra[TOTAL] = max(0, int(transient.get(TOTAL, 0) - sum(sampled_new.values()))) + sum(pending.values())
+        sim.replay_peak(extra)
+        sim.add(counters)
+        state.blobs.clear()
+        grads_in = []
+        for tensor in state.inputs:
+            with sim.forced_device(sim.device_of_tensor(tensor)):
+                grads_in.append(torch.empty_like(tensor, device="meta"))
+        for param in state.params:
+            if param.grad is None:
+                with sim.forced_device(sim.device_of_tensor(param)):
+                    grads_in.append(torch.empty_like(param, device="meta"))
+            else:
+                grads_in.append(None)
+        return (None, *grads_in)
+
+
+@dataclass
+class _Sized:
+    length: int
+    record: BackwardRecord
+
+    @property
+    def transient(self):
+        return self.record.transient
+
+    @property
+    def new_grads(self):
+        return self.record.new_grads
+
+    @property
+    def counters(self):
+        return self.record.counters

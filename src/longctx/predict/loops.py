@@ -1,0 +1,193 @@
+"""Stationary loops run for a few iterations and extrapolated: what makes a full-scale meta run affordable.
+
+A meta run costs Python time per op, so a loop of thousands of identical-shape iterations (one per output
+token, per sentence ablation, per sink chunk) cannot run in full. The loops listed in ``SAMPLED_LOOPS`` are
+ones whose iterations are independent of each other (rows of a result, ablations restored after use,
+chunks accumulated in place): skipping some changes no later iteration. While ``sampled_loops`` is active,
+such a loop runs only the iterations at indices 0, 1, 2, n/4, n/2, 3n/4, n-2, n-1; the counters of the
+skipped ones (FLOPs, bytes, passes) are interpolated linearly in the index from the ones that ran, and the
+peak is that of the iterations that ran, which include the largest (last) ones.
+
+A loop is recognised by the ``for`` statement that iterates a ``range``/``enumerate`` made in a listed
+module: the statement's source line must match the site's pattern (``list(range(n))`` and comprehensions
+are never sampled). A site whose line changed is simply not sampled any more: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dis
+import importlib
+import linecache
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+SAMPLE_ABOVE = 8  # loops with more iterations than this are sampled
+_GET_ITER, _FOR_ITER = dis.opmap["GET_ITER"], dis.opmap["FOR_ITER"]
+
+
+@dataclass(frozen=True)
+class LoopSite:
+    """A ``for`` statement whose iterations are independent, by module, function and source-line prefix."""
+
+    module: str
+    function: str
+    line: str
+    why: str
+
+
+SAMPLED_LOOPS = (
+    LoopSite("longctx.attribution.methods.gradient_reference", "original_ig_scores",
+             "for g, target in enumerate(", "IG rows are independent (one per output token)"),
+    LoopSite("longctx.attribution.methods.gradient_reference", "original_attention_scores",
+             "for g in range(", "rows are independent; the last two run, so the previous outputs held "
+             "alive during the last forward are the real ones"),
+    LoopSite("longctx.attribution.methods.ig", "ig_position_scores", "for g in tqdm(range(",
+             "IG rows are independent (one per output token)"),
+    LoopSite("longctx.attribution.methods.attnlrp", "attnlrp_position_scores", "for g in tqdm(range(",
+             "one backward per row through the same retained graph"),
+    LoopSite("longctx.attribution.methods.attnlrp", "attnlrp_reference", "for g, target in enumerate(",
+             "one backward per row through the same retained graph"),
+    LoopSite("longctx.attribution.methods.perturbation_reference", "original_sentence_ablation",
+             "for feature in range(", "each ablation is restored after its forward: same length every time"),
+    LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for i0 in range(",
+             "sink chunks write their own rows"),
+    LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for j0 in range(",
+             "source chunks accumulate in place"),
+    LoopSite("longctx.attribution.methods.routing_reference", "span_scores", "for j0 in range(",
+             "source chunks accumulate in place"),
+    LoopSite("longctx.attribution.tracing", "chunk_ranges", "for start in range(",
+             "chunks of sinks or sources of one layer: rows written or accumulated in place"),
+)  # fmt: skip
+
+
+def sample_indices(n: int) -> list[int]:
+    """The iterations that run of a loop of ``n`` (all of them up to ``SAMPLE_ABOVE``)."""
+    if n <= SAMPLE_ABOVE:
+        return list(range(n))
+    return sorted({0, 1, 2, n // 4, n // 2, (3 * n) // 4, n - 2, n - 1})
+
+
+def interpolated_total(samples: dict[int, float], n: int) -> float:
+    """Sum over indices 0..n-1 of a per-iteration quantity known at ``samples``, linear in between."""
+    points = sorted(samples.items())
+    total = sum(value for _, value in points)
+    for (i0, v0), (i1, v1) in zip(points, points[1:], strict=False):
+        gap = i1 - i0 - 1
+        if gap > 0:
+            total += gap * (v0 + v1) / 2  # the mean of a linear run equals the mean of its end points
+    return total
+
+
+class LoopSampler:
+    """Runs the sampled iterations of listed loops and adds the skipped ones' counters to ``counters``."""
+
+    def __init__(self, counters):
+        self.counters = counters  # an object with a ``totals() -> dict`` and ``add(dict)`` (the Simulation)
+        self.log: list[dict] = []
+
+    def iterate(self, items: list, site: LoopSite) -> Iterator:
+        n = len(items)
+        keep = sample_indices(n)
+        per_iteration: dict[str, dict[int, float]] = {}
+        try:
+            for index in keep:
+                before = self.counters.totals()
+                yield items[index]
+                after = self.counters.totals()
+                for key, value in after.items():
+                    per_iteration.setdefault(key, {})[index] = value - before.get(key, 0)
+        finally:
+            if len(keep) < n and per_iteration:
+                ran = {key: sum(values.values()) for key, values in per_iteration.items()}
+                full = {key: interpolated_total(values, n) if len(values) == len(keep) else ran[key]
+                        for key, values in per_iteration.items()}  # fmt: skip
+                self.counters.add({key: full[key] - ran[key] for key in full})
+            self.log.append({"site": f"{site.module.rsplit('.', 1)[-1]}.{site.function}: {site.line}...",
+                             "iterations": n, "ran": len(keep)})  # fmt: skip
+
+
+def _loop_frame():
+    """The frame whose ``for`` statement is asking for the iterator (None when it is not a for statement)."""
+    frame = sys._getframe(2)
+    if frame.f_code.co_name == "__iter__" and "tqdm" in frame.f_code.co_filename:
+        frame = frame.f_back  # tqdm's generator runs when the caller's FOR_ITER first asks for an item
+        return frame if frame.f_code.co_code[frame.f_lasti] == _FOR_ITER else None
+    code, at = frame.f_code.co_code, frame.f_lasti
+    if code[at] != _GET_ITER or code[at + 2] != _FOR_ITER:
+        return None
+    return frame
+
+
+def _site_of(frame, sites: dict) -> LoopSite | None:
+    for site in sites.get(frame.f_code.co_name, ()):
+        if linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip().startswith(site.line):
+            return site
+    return None
+
+
+def _sampling_types(sampler: LoopSampler, sites: dict):
+    class SampledRange:
+        """``range`` that a listed ``for`` statement iterates sparsely (everything else sees a plain range)."""
+
+        def __init__(self, *args):
+            self._range = builtins.range(*args)
+
+        def __iter__(self):
+            frame = _loop_frame()
+            site = _site_of(frame, sites) if frame is not None else None
+            if site is None or len(self._range) <= SAMPLE_ABOVE:
+                return iter(self._range)
+            return sampler.iterate(self._range, site)
+
+        def __len__(self):
+            return len(self._range)
+
+        def __getitem__(self, key):
+            return self._range[key]
+
+        def __reversed__(self):
+            return reversed(self._range)
+
+        def __contains__(self, value):
+            return value in self._range
+
+    class SampledEnumerate:
+        """``enumerate`` that a listed ``for`` statement iterates sparsely."""
+
+        def __init__(self, iterable, start: int = 0):
+            self._items = iterable
+            self._start = start
+
+        def __iter__(self):
+            frame = _loop_frame()
+            site = _site_of(frame, sites) if frame is not None else None
+            if site is None or not hasattr(self._items, "__len__") or len(self._items) <= SAMPLE_ABOVE:
+                return builtins.enumerate(self._items, self._start)
+            pairs = [(self._start + i, item) for i, item in builtins.enumerate(self._items)]
+            return sampler.iterate(pairs, site)
+
+    return SampledRange, SampledEnumerate
+
+
+@contextlib.contextmanager
+def sampled_loops(sampler: LoopSampler, sites=SAMPLED_LOOPS):
+    """Inside, the listed loops run sparsely (module globals ``range``/``enumerate`` shadowed, then restored)."""
+    by_function: dict[str, list[LoopSite]] = {}
+    for site in sites:
+        by_function.setdefault(site.function, []).append(site)
+    sampled_range, sampled_enumerate = _sampling_types(sampler, by_function)
+    patched = []
+    for name in dict.fromkeys(site.module for site in sites):
+        module = importlib.import_module(name)
+        for builtin, replacement in (("range", sampled_range), ("enumerate", sampled_enumerate)):
+            if builtin not in vars(module):
+                setattr(module, builtin, replacement)
+                patched.append((module, builtin))
+    try:
+        yield sampler
+    finally:
+        for module, builtin in patched:
+            delattr(module, builtin)
