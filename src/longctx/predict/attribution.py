@@ -70,7 +70,6 @@ def predict_attribution(
         n,
         rule=rule,
         trainable=original.trainable,
-        longest=inputs.total,
         entry_state=original,
     )
     prediction.details["device_map"] = _layers_per_device(run.placement.device_map)

@@ -8,9 +8,10 @@ real meta tensors at a few lengths: the peak above the call's start per device, 
 (outputs, saved activations), its counters and, when a backward runs through it, the backward's peak and
 counters. Any other length is *replayed*: outputs of the right shapes are made on their devices, the saved
 activations are one blob per device held by the autograd graph (freed with it, like the real ones), and
-peaks and counters are interpolated (quadratic in the length through the three nearest measured lengths:
-exact for FLOPs, which are quadratic in the length). A length is measured when it is the first or second of
-its family, more than twice the longest measured, or within ``NEAR_END`` of the longest the cell can reach.
+peaks and counters are interpolated (quadratic in the length through three measured lengths: exact for
+FLOPs, which are quadratic in the length; see ``fit_bytes`` for bytes). A length is measured unless it is within
+``NEAR_END`` of a measured one or inside the range of at least three measured ones; a length equal to a
+dimension of the model's config (32 heads at length 32) makes the family's shapes ambiguous: never replayed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from accelerate.utils.operations import recursively_apply
 from longctx.measure.tensor_memory import TOTAL
 from longctx.predict.simulate import Simulation
 
-GROWTH = 2.0
-NEAR_END = 4
+NEAR_END = 4  # lengths this close to a measured one replay it (shapes rescaled)
+MIN_RECORDS = 3  # measured lengths before any interpolation
 _SIMPLE = (bool, int, float, str, type(None))
 
 
@@ -85,35 +86,44 @@ def fit(points: list[tuple[int, float]], x: int) -> float:
     return max(0.0, total)
 
 
-def fit_linear(points: list[tuple[int, float]], x: int) -> float:
-    """Piecewise-linear interpolation between the measured lengths around ``x``; outside them, the line through
-    the shortest and longest (a wide baseline: peaks are not exact polynomials, so no curve is extrapolated)."""
+def fit_bytes(points: list[tuple[int, float]], x: int) -> float:
+    """Bytes at length ``x``: inside the measured lengths, the quadratic through the nearest measured length
+    below, the nearest above and the next nearest (sizes are quadratic in the length: attention maps);
+    outside, the line through the shortest and longest (no curve is extrapolated: peaks are maxima of such
+    terms, not one polynomial)."""
     points = sorted(points)
     if len(points) == 1:
         return float(points[0][1])
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
-        if x0 <= x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    (x0, y0), (x1, y1) = points[0], points[-1]
-    return max(0.0, y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+    below = [p for p in points if p[0] <= x]
+    above = [p for p in points if p[0] >= x]
+    if not below or not above:
+        (x0, y0), (x1, y1) = points[0], points[-1]
+        return max(0.0, y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+    chosen = {below[-1], above[0]}
+    rest = sorted((p for p in points if p not in chosen), key=lambda p: abs(p[0] - x))
+    return fit([*chosen, *rest[:1]], x)
 
 
 def _fit_dicts(records: list, x: int, get, exact: bool = False) -> dict:
     """Per key: counters (``exact``: quadratic in the length, Lagrange) or bytes (piecewise linear)."""
     keys = set().union(*(get(r).keys() for r in records))
-    method = fit if exact else fit_linear
+    method = fit if exact else fit_bytes
     return {key: method([(r.length, get(r).get(key, 0)) for r in records], x) for key in keys}
 
 
 class ModelCalls:
-    """``with ModelCalls(sim, model, trainable, replay=True, longest=T): run()`` (see the module docstring)."""
+    """``with ModelCalls(sim, model, families=shared): run()`` (see the module docstring); ``families`` may be
+    shared by the cells of one placed model, so a call measured for one cell is replayed in the next."""
 
-    def __init__(self, sim: Simulation, model, *, replay: bool = True, longest: int | None = None):
-        self.sim, self.model, self.replay, self.longest = sim, model, replay, longest
+    def __init__(self, sim: Simulation, model, *, replay: bool = True, families: dict | None = None):
+        self.sim, self.model, self.replay = sim, model, replay
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        self.families: dict[tuple, Family] = {}
+        self.families: dict[tuple, Family] = {} if families is None else families
         self.measured = 0
         self.replayed = 0
+        self.history: list[dict[str, float]] = []  # counters of every measured call, in order
+        config = model.config.to_dict()
+        self._model_dims = {v for v in config.values() if isinstance(v, int) and not isinstance(v, bool)}
         self.backward_assumed = 0
 
     # ----------------------------------------------------------------- install
@@ -168,15 +178,16 @@ class ModelCalls:
         return (tuple(parts), modes, patches, instance), length
 
     def _should_measure(self, family: Family, length: int) -> bool:
+        """Replay a length within ``NEAR_END`` of a measured one, or inside the measured range once three
+        lengths are measured; measure anything else (cells run longest first, so later cells mostly replay)."""
         records = family.records
         if length in records:
             return False
-        if len(records) < 2 or family.length_dims_ambiguous:
+        if not records or family.length_dims_ambiguous:
             return True
-        longest = max(records)
-        if length > GROWTH * longest or length < min(records) / GROWTH:
-            return True
-        return self.longest is not None and length >= self.longest - NEAR_END and longest < self.longest - NEAR_END
+        if min(abs(n - length) for n in records) <= NEAR_END:
+            return False
+        return len(records) < MIN_RECORDS or not min(records) <= length <= max(records)
 
     # ----------------------------------------------------------------- measured calls
     def _measure(self, family: Family | None, length: int | None, args, kwargs):
@@ -189,8 +200,10 @@ class ModelCalls:
             out = self._real(*args, **kwargs)
         finally:
             transient = sim.close_window(window)
+        counters = {k: v - before_counts.get(k, 0) for k, v in sim.totals().items()}
+        self.history.append(counters)
         if family is None:
-            return out
+            return self._probe(None, out)
         after = sim.live_bytes()
         specs = _without_caches(recursively_apply(lambda t: self._spec(t, length), out))
         outputs: dict[str, int] = {}
@@ -198,8 +211,8 @@ class ModelCalls:
             outputs[spec.device] = outputs.get(spec.device, 0) + spec.bytes_at(length)
         devices = (set(after) | set(before_live)) - {TOTAL}
         graph = {d: max(0, after.get(d, 0) - before_live.get(d, 0) - outputs.get(d, 0)) for d in devices}
-        counters = {k: v - before_counts.get(k, 0) for k, v in sim.totals().items()}
         record = CallRecord(length, specs, transient, graph, counters)
+        family.length_dims_ambiguous |= length in self._model_dims
         self._note_ambiguity(family, specs, length)
         family.records[length] = record
         return self._probe(record, out)
@@ -216,7 +229,7 @@ class ModelCalls:
             pattern = [s.shape for s in _leaves(specs)]
             family.length_dims_ambiguous |= pattern != [s.shape for s in _leaves(other.template)]
 
-    def _probe(self, record: CallRecord, out):
+    def _probe(self, record: CallRecord | None, out):
         """Outputs that require grad pass through an identity whose backward measures the model's backward."""
         if not torch.is_grad_enabled():
             return out
@@ -296,7 +309,7 @@ class _Probe(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         calls, record = ctx.calls, ctx.record
-        if record.backward is None and not getattr(record, "_pending", False):
+        if record is not None and record.backward is None and not getattr(record, "_pending", False):
             sim = calls.sim
             record._pending = True
             window, before = sim.open_window(), sim.totals()

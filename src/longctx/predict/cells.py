@@ -32,6 +32,7 @@ from longctx.predict.simulate import SOURCE, Simulation, SimulationError, peak_r
 from longctx.study import Cell
 
 STATUSES = ("ok", "oom", "error", "skipped_context")
+CALL_FAMILIES: dict[tuple, dict] = {}  # measured model calls, shared by the cells of one placed model
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,6 @@ def prepare_run(
     *,
     rule: str = "transformers",
     trainable: bool = False,
-    longest: int | None = None,
     entry_state: OriginalProcess | None = None,
 ) -> MetaRun:
     """A placed meta model inside a fresh simulation (entry state: stale gradients, an extra blob)."""
@@ -202,7 +202,8 @@ def prepare_run(
         sim.pin([blob], placement.main_device)
         baseline.append(blob)
         notes.append("original process state: the masked LM the perturbation runner builds, on the main GPU")
-    calls = ModelCalls(sim, model, longest=longest)
+    key = (spec, dtype, attn_implementation, tuple(sorted(placement.device_map.items())), trainable)
+    calls = ModelCalls(sim, model, families=CALL_FAMILIES.setdefault(key, {}))
     return MetaRun(model, placement, sim, calls, LoopSampler(sim), gpu, notes)
 
 

@@ -29,6 +29,7 @@ from longctx.predict.gpus import gpu_spec
 
 GB = 1e9
 ORIGINAL_GPU = "A800-80GB"
+COMPARE_OUTPUT = "results/predict/compare_original.json"
 METHOD_ORDER = (
     "IG", "perturbation_all", "attention_I_G", "perturbation_REAGENT", "ifr_all_positions", "perturbation_CLP",
     "ifr_multi_hop", "ifr_multi_hop_both", "attnlrp",
@@ -152,3 +153,30 @@ def compare_original(plan_settings: dict, progress=None) -> tuple[dict, list[Pre
         if progress:
             progress(rows[-1], prediction)
     return summary(rows), predictions
+
+
+def describe(summary: dict) -> str:
+    """The comparison as a table: one line per cell, then the agreement figures."""
+    lines = [
+        "original (FlashTrace 02ef4d3, Qwen3-8B fp16 eager, 6 or 8 GPUs) vs this prediction (reference protocol, "
+        "A800 80GB); peak = sum over GPUs of max_memory_ALLOCATED (the published figure is max_memory_reserved)",
+        f"{'method':22s} {'P':>6s} {'G':>6s} {'measured':>9s} {'predicted':>9s} {'meas. GB':>9s} {'pred. GB':>9s} "
+        f"{'rel.err':>8s} {'meas. s':>9s} {'roofline s':>10s}",
+    ]
+    for row in summary["cells"]:
+        measured, predicted = row["measured_peak_gb"], row["predicted_peak_gb"]
+        error = abs(predicted - measured) / measured if measured and predicted is not None else None
+        lines.append(
+            f"{row['method']:22s} {row['prompt_len']:6d} {row['output_len']:6d} {row['measured_status']:>9s} "
+            f"{row['predicted_status']:>9s} {_num(measured, '9.1f')} {_num(predicted, '9.1f')} {_num(error, '8.1%')} "
+            f"{_num(row['measured_time_s'], '9.1f')} {_num(row['roofline_s'], '10.3g')}"
+        )
+    agreement, error = summary["status_agreement"], summary["median_peak_rel_error"]
+    lines.append(f"status agreement (ok/oom): {_num(agreement, '.1%').strip()} of {len(summary['cells'])} cells; "
+                 f"median relative peak error over ok cells: {_num(error, '.1%').strip()}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _num(value, spec: str) -> str:
+    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
+    return f"{value:{spec}}" if value is not None else "-".rjust(width)

@@ -4,9 +4,11 @@ A meta run costs Python time per op, so a loop of thousands of identical-shape i
 token, per sentence ablation, per sink chunk) cannot run in full. The loops listed in ``SAMPLED_LOOPS`` are
 ones whose iterations are independent of each other (rows of a result, ablations restored after use,
 chunks accumulated in place): skipping some changes no later iteration. While ``sampled_loops`` is active,
-such a loop runs only the iterations at indices 0, 1, 2, n/4, n/2, 3n/4, n-2, n-1; the counters of the
-skipped ones (FLOPs, bytes, passes) are interpolated linearly in the index from the ones that ran, and the
-peak is that of the iterations that ran, which include the largest (last) ones.
+such a loop runs only the iterations at indices 0, 1, 2, n/4, n/2, 3n/4, n-2, n-1 (more for a site that
+asks for more), the last, the first and a middle one first (``run_order``: iterations are independent, and
+model calls measured at those three lengths let every other one be replayed, ``calls``); the counters of
+the skipped ones (FLOPs, bytes, passes) are interpolated linearly in the index from the ones that ran, and
+the peak is that of the iterations that ran, which include the largest (last) ones.
 
 A loop is recognised by the ``for`` statement that iterates a ``range``/``enumerate`` made in a listed
 module: the statement's source line must match the site's pattern (``list(range(n))`` and comprehensions
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 SAMPLE_ABOVE = 8  # loops with more iterations than this are sampled
-_GET_ITER, _FOR_ITER = dis.opmap["GET_ITER"], dis.opmap["FOR_ITER"]
+_GET_ITER, _FOR_ITER, _EXTENDED_ARG = dis.opmap["GET_ITER"], dis.opmap["FOR_ITER"], dis.opmap["EXTENDED_ARG"]
 
 
 @dataclass(frozen=True)
@@ -36,22 +38,25 @@ class LoopSite:
     function: str
     line: str
     why: str
+    in_order: bool = False  # the sampled iterations run in index order (else the last ones first)
+    samples: int = 8  # iterations run of a longer loop (more where iterations differ: some do no work)
 
 
 SAMPLED_LOOPS = (
     LoopSite("longctx.attribution.methods.gradient_reference", "original_ig_scores",
              "for g, target in enumerate(", "IG rows are independent (one per output token)"),
     LoopSite("longctx.attribution.methods.gradient_reference", "original_attention_scores",
-             "for g in range(", "rows are independent; the last two run, so the previous outputs held "
-             "alive during the last forward are the real ones"),
+             "for g in range(", "rows are independent; the previous row's outputs stay alive during a "
+             "forward, so the sampled rows run in order and include the last two", in_order=True),
     LoopSite("longctx.attribution.methods.ig", "ig_position_scores", "for g in tqdm(range(",
              "IG rows are independent (one per output token)"),
     LoopSite("longctx.attribution.methods.attnlrp", "attnlrp_position_scores", "for g in tqdm(range(",
-             "one backward per row through the same retained graph"),
+             "one backward per row through the same retained graph (freed by the last: in order)", in_order=True),
     LoopSite("longctx.attribution.methods.attnlrp", "attnlrp_reference", "for g, target in enumerate(",
-             "one backward per row through the same retained graph"),
+             "one backward per row through the same retained graph (freed by the last: in order)", in_order=True),
     LoopSite("longctx.attribution.methods.perturbation_reference", "original_sentence_ablation",
-             "for feature in range(", "each ablation is restored after its forward: same length every time"),
+             "for feature in range(", "each ablation is restored after its forward: same length every time; "
+             "mask rows of template tokens are empty (no forward), so the loop is sampled densely", samples=32),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for i0 in range(",
              "sink chunks write their own rows"),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for j0 in range(",
@@ -63,11 +68,22 @@ SAMPLED_LOOPS = (
 )  # fmt: skip
 
 
-def sample_indices(n: int) -> list[int]:
-    """The iterations that run of a loop of ``n`` (all of them up to ``SAMPLE_ABOVE``)."""
-    if n <= SAMPLE_ABOVE:
+def sample_indices(n: int, samples: int = 8) -> list[int]:
+    """The iterations that run of a loop of ``n``: all of them up to ``max(SAMPLE_ABOVE, samples)``, else the
+    first three, the last two and ``samples - 5`` spread evenly (0, 1, 2, n/4, n/2, 3n/4, n-2, n-1 for 8)."""
+    if n <= max(SAMPLE_ABOVE, samples):
         return list(range(n))
-    return sorted({0, 1, 2, n // 4, n // 2, (3 * n) // 4, n - 2, n - 1})
+    spread = samples - 5
+    return sorted({0, 1, 2, n - 2, n - 1, *(k * n // (spread + 1) for k in range(1, spread + 1))})
+
+
+def run_order(indices: list[int]) -> list[int]:
+    """Independent iterations run longest, shortest and middle first: a model call measured at those three
+    lengths lets ``calls`` replay every other one by interpolation."""
+    if len(indices) < 3:
+        return indices
+    first = [indices[-1], indices[0], indices[len(indices) // 2]]
+    return first + [i for i in reversed(indices) if i not in first]
 
 
 def interpolated_total(samples: dict[int, float], n: int) -> float:
@@ -90,7 +106,9 @@ class LoopSampler:
 
     def iterate(self, items: list, site: LoopSite) -> Iterator:
         n = len(items)
-        keep = sample_indices(n)
+        keep = sample_indices(n, site.samples)
+        if not site.in_order:
+            keep = run_order(keep)
         per_iteration: dict[str, dict[int, float]] = {}
         try:
             for index in keep:
@@ -114,11 +132,14 @@ def _loop_frame():
     frame = sys._getframe(2)
     if frame.f_code.co_name == "__iter__" and "tqdm" in frame.f_code.co_filename:
         frame = frame.f_back  # tqdm's generator runs when the caller's FOR_ITER first asks for an item
-        return frame if frame.f_code.co_code[frame.f_lasti] == _FOR_ITER else None
+        return frame if frame.f_code.co_code[frame.f_lasti] in (_FOR_ITER, _EXTENDED_ARG) else None
     code, at = frame.f_code.co_code, frame.f_lasti
-    if code[at] != _GET_ITER or code[at + 2] != _FOR_ITER:
+    if code[at] != _GET_ITER:
         return None
-    return frame
+    after = at + 2
+    while code[after] == _EXTENDED_ARG:  # a long loop body's jump offset
+        after += 2
+    return frame if code[after] == _FOR_ITER else None
 
 
 def _site_of(frame, sites: dict) -> LoopSite | None:
@@ -138,7 +159,7 @@ def _sampling_types(sampler: LoopSampler, sites: dict):
         def __iter__(self):
             frame = _loop_frame()
             site = _site_of(frame, sites) if frame is not None else None
-            if site is None or len(self._range) <= SAMPLE_ABOVE:
+            if site is None or len(self._range) <= max(SAMPLE_ABOVE, site.samples):
                 return iter(self._range)
             return sampler.iterate(self._range, site)
 
@@ -164,7 +185,11 @@ def _sampling_types(sampler: LoopSampler, sites: dict):
         def __iter__(self):
             frame = _loop_frame()
             site = _site_of(frame, sites) if frame is not None else None
-            if site is None or not hasattr(self._items, "__len__") or len(self._items) <= SAMPLE_ABOVE:
+            if (
+                site is None
+                or not hasattr(self._items, "__len__")
+                or len(self._items) <= max(SAMPLE_ABOVE, site.samples)
+            ):
                 return builtins.enumerate(self._items, self._start)
             pairs = [(self._start + i, item) for i, item in builtins.enumerate(self._items)]
             return sampler.iterate(pairs, site)

@@ -20,15 +20,13 @@ run of a GPU code path needs:
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils._python_dispatch import _pop_mode, _push_mode
 from torch.utils._pytree import tree_leaves, tree_map
-from torch.utils.flop_counter import flop_registry
 
 from longctx.errors import UsageError
+from longctx.measure.flops import decompose_within, decomposes, op_flops
 from longctx.measure.tensor_memory import _FRESH_INPUT_OPS, TOTAL, TensorMemoryTracker
 
 HOST = "cpu"
@@ -38,21 +36,11 @@ HOST_LIMIT = 256 << 20  # bytes: a larger meta tensor read on the host stays a m
 COUNTERS = ("flops", "weight_bytes", "forwards", "backwards")  # extensive counts a sampled loop extrapolates
 _SCALAR_READ = torch.ops.aten._local_scalar_dense.default
 _COPY = torch.ops.aten._to_copy.default
-_SKIP_FLOPS = {torch.ops.prim.device.default}
 _SIZE_QUERIES = {
     torch.ops.aten.sym_size.default, torch.ops.aten.sym_stride.default, torch.ops.aten.sym_numel.default,
     torch.ops.aten.sym_storage_offset.default, torch.ops.aten.is_contiguous.default,
     torch.ops.aten.is_contiguous.memory_format, torch.ops.prim.layout.default,
 }  # fmt: skip
-
-
-@functools.cache
-def _decomposes(func) -> bool:
-    """Whether FlopCounterMode would decompose ``func`` (no FLOP formula, a CompositeImplicitAutograd kernel)."""
-    if func in flop_registry or func in _SKIP_FLOPS:
-        return False
-    key = torch._C.DispatchKey.CompositeImplicitAutograd
-    return key in func.py_kernels or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
 def _tensors(args, kwargs) -> list[torch.Tensor]:
@@ -75,10 +63,8 @@ def _shadow(t: torch.Tensor) -> torch.Tensor | None:
 
 
 def _set_shadow(t: torch.Tensor, value: torch.Tensor) -> None:
-    try:
+    with contextlib.suppress(AttributeError, RuntimeError):
         t._longctx_shadow = value
-    except (AttributeError, RuntimeError):
-        pass
 
 
 def _is_meta(x) -> bool:
@@ -223,21 +209,12 @@ class Simulation(TensorMemoryTracker):
         self._see(tensor, at_entry=False)
 
     # ----------------------------------------------------------------- dispatch
-    @contextlib.contextmanager
-    def _reentered(self):
-        _push_mode(self)
-        try:
-            yield
-        finally:
-            _pop_mode()
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _SIZE_QUERIES:
             return func(*args, **kwargs)
-        if _decomposes(func):
-            with self._reentered():
-                out = func.decompose(*args, **kwargs)
+        if decomposes(func):
+            out = decompose_within(self, func, args, kwargs)
             if out is not NotImplemented:
                 return out
         leaves = _tensors(args, kwargs)
@@ -253,9 +230,7 @@ class Simulation(TensorMemoryTracker):
             out = self._run(func, args, kwargs, metas, leaves)
         finally:
             self._op_device = previous
-        packet = func._overloadpacket
-        if packet in flop_registry:
-            self.counters["flops"] += int(flop_registry[packet](*args, **kwargs, out_val=out))
+        self.counters["flops"] += op_flops(func, args, kwargs, out)
         return out
 
     def _run(self, func, args, kwargs, metas, leaves):
