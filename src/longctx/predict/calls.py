@@ -3,8 +3,9 @@
 ``ModelCalls`` wraps a model's ``forward``. Each call adds one forward pass and the weights' bytes to the
 simulation's counters; a backward through it adds one backward pass (and the weights again, twice when the
 weights are trainable: read for the input gradient, gradient written). Calls of one *family* (same
-arguments except the sequence length, same grad mode, no foreign hooks, no cache object) are measured on
-real meta tensors at a few lengths: the peak above the call's start per device, what it leaves allocated
+arguments except the sequence length and the batch size, same grad mode, no foreign hooks, no cache
+object) are measured on real meta tensors at a few lengths, per sequence of the batch (bytes and FLOPs grow
+linearly with the batch; the gradients of the weights do not and are counted apart): the peak above the call's start per device, what it leaves allocated
 (outputs, saved activations), its counters and, when a backward runs through it, the backward's peak and
 counters. Any other length is *replayed*: outputs of the right shapes are made on their devices, the saved
 activations are one blob per device held by the autograd graph (freed with it, like the real ones), and
@@ -24,6 +25,8 @@ from accelerate.utils.operations import recursively_apply
 from longctx.measure.tensor_memory import TOTAL
 from longctx.predict.simulate import Simulation
 
+BATCH = "batch"
+PER_CALL = ("forwards", "weight_bytes", "backwards")  # counters that do not grow with the batch
 NEAR_END = 4  # lengths this close to a measured one replay it (shapes rescaled)
 MIN_RECORDS = 3  # measured lengths before any interpolation
 _SIMPLE = (bool, int, float, str, type(None))
@@ -31,33 +34,42 @@ _SIMPLE = (bool, int, float, str, type(None))
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """An output tensor as recorded: shape (``None`` marks the sequence-length dims), dtype, device, grad."""
+    """An output tensor as recorded: shape (``None`` marks the sequence-length dims, ``BATCH`` the batch dim),
+    dtype, device, grad."""
 
     shape: tuple
     dtype: torch.dtype
     device: str
     requires_grad: bool
 
-    def bytes_at(self, length: int) -> int:
+    def shape_at(self, length: int, batch: int) -> tuple:
+        return tuple(length if d is None else batch if d == BATCH else d for d in self.shape)
+
+    def bytes_at(self, length: int, batch: int) -> int:
         numel = 1
-        for dim in self.shape:
-            numel *= length if dim is None else dim
+        for dim in self.shape_at(length, batch):
+            numel *= dim
         return numel * torch.empty((), dtype=self.dtype).element_size()
 
 
 @dataclass
 class BackwardRecord:
-    transient: dict[str, int]  # peak above the level when the gradient reached the outputs
-    new_grads: dict[str, int]  # bytes of input/parameter gradients it created (they outlive it)
+    """A measured backward through a call, per sequence of the batch: its peak above the level when the
+    gradient reached the outputs, less the input/parameter gradients it created, and its counters."""
+
+    transient: dict[str, float]
     counters: dict[str, float]
 
 
 @dataclass
 class CallRecord:
+    """A measured call, per sequence of its batch (bytes and FLOPs grow with the batch, passes do not)."""
+
     length: int
+    batch: int
     template: object  # the output structure with TensorSpec leaves
-    transient: dict[str, int]
-    graph: dict[str, int]  # bytes left allocated beyond the outputs (saved for backward), per device
+    transient: dict[str, float]
+    graph: dict[str, float]  # bytes left allocated beyond the outputs (saved for backward), per device
     counters: dict[str, float]
     backward: BackwardRecord | None = None
 
@@ -104,8 +116,16 @@ def fit_bytes(points: list[tuple[int, float]], x: int) -> float:
     return fit([*chosen, *rest[:1]], x)
 
 
+def per_sequence(values: dict, batch: int) -> dict:
+    return {k: v if k in PER_CALL else v / batch for k, v in values.items()}
+
+
+def for_batch(values: dict, batch: int) -> dict:
+    return {k: v if k in PER_CALL else v * batch for k, v in values.items()}
+
+
 def _fit_dicts(records: list, x: int, get, exact: bool = False) -> dict:
-    """Per key: counters (``exact``: quadratic in the length, Lagrange) or bytes (piecewise linear)."""
+    """Per key: counters (``exact``: quadratic in the length, Lagrange) or bytes (``fit_bytes``)."""
     keys = set().union(*(get(r).keys() for r in records))
     method = fit if exact else fit_bytes
     return {key: method([(r.length, get(r).get(key, 0)) for r in records], x) for key in keys}
@@ -145,37 +165,39 @@ class ModelCalls:
 
     # ----------------------------------------------------------------- one call
     def _call(self, *args, **kwargs):
-        key, length = self._family_key(args, kwargs)
+        key, length, batch = self._family_key(args, kwargs)
         if key is None or not self.replay:
-            return self._measure(None, None, args, kwargs)
+            return self._measure(None, None, None, args, kwargs)
         family = self.families.setdefault(key, Family())
         if self._should_measure(family, length):
-            return self._measure(family, length, args, kwargs)
+            return self._measure(family, length, batch, args, kwargs)
         self.replayed += 1
-        return self._replay(family, length, args, kwargs)
+        return self._replay(family, length, batch, args, kwargs)
 
-    def _family_key(self, args, kwargs) -> tuple[tuple | None, int]:
-        """Everything but the sequence length; (None, 0) when the call must run for real."""
+    def _family_key(self, args, kwargs) -> tuple[tuple | None, int, int]:
+        """Everything but the sequence length and the batch size; (None, 0, 0) when the call must run for real."""
         if self._hook_count() != self._hooks or torch.nn.modules.module._global_forward_hooks:
-            return None, 0
+            return None, 0, 0
         named = {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
         anchor = named.get("input_ids", named.get("inputs_embeds", named.get("arg0")))
         if not isinstance(anchor, torch.Tensor) or anchor.dim() < 2:
-            return None, 0
-        length = anchor.shape[1]
+            return None, 0, 0
+        batch, length = anchor.shape[0], anchor.shape[1]
         parts = []
         for name, value in sorted(named.items()):
             if isinstance(value, torch.Tensor):
-                shape = tuple(None if i == 1 and d == length else d for i, d in enumerate(value.shape))
+                shape = _symbolic(value.shape, length, batch)
                 parts.append((name, shape, value.dtype, value.requires_grad, self.sim.device_of_tensor(value)))
             elif isinstance(value, _SIMPLE):
                 parts.append((name, value))
             else:
-                return None, 0  # a cache or another object the call may change
+                return None, 0, 0  # a cache or another object the call may change
         modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), self.model.training, self.trainable)
         patches = tuple(sorted({id(type(m).forward) for m in self.model.modules()}))
-        instance = tuple(id(m.__dict__["forward"]) for m in self.model.modules() if "forward" in m.__dict__)
-        return (tuple(parts), modes, patches, instance), length
+        instance = tuple(
+            id(m.__dict__["forward"]) for m in self.model.modules() if "forward" in m.__dict__ and m is not self.model
+        )  # methods patched on modules (AttnLRP's rules); the model's own is this wrapper
+        return (tuple(parts), modes, patches, instance), length, batch
 
     def _should_measure(self, family: Family, length: int) -> bool:
         """Replay a length within ``NEAR_END`` of a measured one, or inside the measured range once three
@@ -190,7 +212,7 @@ class ModelCalls:
         return len(records) < MIN_RECORDS or not min(records) <= length <= max(records)
 
     # ----------------------------------------------------------------- measured calls
-    def _measure(self, family: Family | None, length: int | None, args, kwargs):
+    def _measure(self, family: Family | None, length: int | None, batch: int | None, args, kwargs):
         sim = self.sim
         self.measured += 1
         before_live, before_counts = sim.live_bytes(), sim.totals()
@@ -205,20 +227,21 @@ class ModelCalls:
         if family is None:
             return self._probe(None, out)
         after = sim.live_bytes()
-        specs = _without_caches(recursively_apply(lambda t: self._spec(t, length), out))
+        specs = _without_caches(recursively_apply(lambda t: self._spec(t, length, batch), out))
         outputs: dict[str, int] = {}
         for spec in _leaves(specs):
-            outputs[spec.device] = outputs.get(spec.device, 0) + spec.bytes_at(length)
+            outputs[spec.device] = outputs.get(spec.device, 0) + spec.bytes_at(length, batch)
         devices = (set(after) | set(before_live)) - {TOTAL}
         graph = {d: max(0, after.get(d, 0) - before_live.get(d, 0) - outputs.get(d, 0)) for d in devices}
-        record = CallRecord(length, specs, transient, graph, counters)
+        record = CallRecord(length, batch, specs, per_sequence(transient, batch), per_sequence(graph, batch),
+                            per_sequence(counters, batch))  # fmt: skip
         family.length_dims_ambiguous |= length in self._model_dims
         self._note_ambiguity(family, specs, length)
         family.records[length] = record
         return self._probe(record, out)
 
-    def _spec(self, tensor: torch.Tensor, length: int) -> TensorSpec:
-        shape = tuple(None if d == length else d for d in tensor.shape)
+    def _spec(self, tensor: torch.Tensor, length: int, batch: int) -> TensorSpec:
+        shape = _symbolic(tensor.shape, length, batch, every_length_dim=True)
         return TensorSpec(shape, tensor.dtype, self.sim.device_of_tensor(tensor), tensor.requires_grad)
 
     def _note_ambiguity(self, family: Family, specs, length: int) -> None:
@@ -248,12 +271,13 @@ class ModelCalls:
         return {"backwards": 1, "weight_bytes": self.weight_bytes * (2 if self.trainable else 1)}
 
     # ----------------------------------------------------------------- replayed calls
-    def _replay(self, family: Family, length: int, args, kwargs):
+    def _replay(self, family: Family, length: int, batch: int, args, kwargs):
         records = list(family.records.values())
         exact = family.records.get(length)
 
         def pick(get, counters=False):
-            return dict(get(exact)) if exact else _fit_dicts(records, length, get, counters)
+            values = dict(get(exact)) if exact else _fit_dicts(records, length, get, counters)
+            return for_batch(values, batch)
 
         transient = {k: int(v) for k, v in pick(lambda r: r.transient).items()}
         graph = {k: int(v) for k, v in pick(lambda r: r.graph).items()}
@@ -263,21 +287,35 @@ class ModelCalls:
         grad_inputs = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.requires_grad]
         params = [p for p in self.model.parameters() if p.requires_grad]
         needs_graph = torch.is_grad_enabled() and any(s.requires_grad for s in _leaves(template))
+        make = self._maker(length, batch)
         if not needs_graph:
-            return recursively_apply(lambda s: self._make(s, length, False), template, test_type=_is_spec)
+            return recursively_apply(make, template, test_type=_is_spec)
         backward = [_Sized(r.length, r.backward) for r in records if r.backward is not None]
-        state = _ReplayState(self, template, length, graph, grad_inputs, params, backward)
+        state = _ReplayState(self, template, length, batch, graph, grad_inputs, params, backward)
         outputs = _Replay.apply(state, *grad_inputs, *params)
         produced = iter(outputs)
-        return recursively_apply(
-            lambda s: next(produced) if s.requires_grad else self._make(s, length, False), template, test_type=_is_spec
-        )
+        return recursively_apply(lambda s: next(produced) if s.requires_grad else make(s), template, test_type=_is_spec)
 
-    def _make(self, spec: TensorSpec, length: int, requires_grad: bool) -> torch.Tensor:
-        shape = tuple(length if d is None else d for d in spec.shape)
-        with self.sim.forced_device(spec.device):
-            tensor = torch.empty(shape, dtype=spec.dtype, device="meta")
-        return tensor.requires_grad_(requires_grad) if requires_grad else tensor
+    def _maker(self, length: int, batch: int):
+        def make(spec: TensorSpec) -> torch.Tensor:
+            with self.sim.forced_device(spec.device):
+                return torch.empty(spec.shape_at(length, batch), dtype=spec.dtype, device="meta")
+
+        return make
+
+
+def _symbolic(shape, length: int, batch: int, every_length_dim: bool = False) -> tuple:
+    """A shape with the batch (dim 0) as ``BATCH`` and the sequence length (dim 1, or every dim equal to it
+    when ``every_length_dim``: attention maps) as None."""
+    out = []
+    for i, d in enumerate(shape):
+        if i == 0 and d == batch:
+            out.append(BATCH)
+        elif d == length and (every_length_dim or i == 1):
+            out.append(None)
+        else:
+            out.append(d)
+    return tuple(out)
 
 
 def _without_caches(template):
@@ -318,8 +356,12 @@ class _Probe(torch.autograd.Function):
 
             def finish():
                 transient = sim.close_window(window)
+                activations = {d: max(0, v - new_grads.get(d, 0)) for d, v in transient.items() if d != TOTAL}
+                activations[TOTAL] = max(0, transient.get(TOTAL, 0) - sum(new_grads.values()))
                 counters = {k: v - before.get(k, 0) for k, v in sim.totals().items()}
-                record.backward = BackwardRecord(transient, new_grads, counters)
+                record.backward = BackwardRecord(
+                    per_sequence(activations, record.batch), per_sequence(counters, record.batch)
+                )
                 record._pending = False
 
             torch.autograd.Variable._execution_engine.queue_callback(finish)
@@ -333,6 +375,7 @@ class _ReplayState:
     calls: ModelCalls
     template: object
     length: int
+    batch: int
     graph: dict[str, int]
     inputs: list
     params: list
@@ -351,7 +394,8 @@ class _Replay(torch.autograd.Function):
                 with calls.sim.forced_device(device):
                     state.blobs.append(torch.empty(size, dtype=torch.uint8, device="meta"))
         ctx.state = state
-        return tuple(calls._make(s, state.length, False) for s in _leaves(state.template) if s.requires_grad)
+        make = calls._maker(state.length, state.batch)
+        return tuple(make(s) for s in _leaves(state.template) if s.requires_grad)
 
     @staticmethod
     def backward(ctx, *grads):
@@ -360,16 +404,14 @@ class _Replay(torch.autograd.Function):
         pending = calls._grad_bytes_pending(state.inputs)
         if state.backward:
             records = state.backward
-            transient = _fit_dicts(records, state.length, lambda r: r.transient)
-            sampled_new = _fit_dicts(records, state.length, lambda r: r.new_grads)
-            counters = _fit_dicts(records, state.length, lambda r: r.counters, True)
-        else:  # no backward was measured in this family: about twice the forward's work, the graph's size
+            transient = for_batch(_fit_dicts(records, state.length, lambda r: r.transient), state.batch)
+            counters = for_batch(_fit_dicts(records, state.length, lambda r: r.counters, True), state.batch)
+        else:  # no backward was measured in this family: the graph's size, the passes' weights (FLOPs unknown)
             calls.backward_assumed += 1
-            transient, sampled_new = dict(state.graph), {}
+            transient = dict(state.graph)
             counters = {**calls._backward_pass_counts()}
-        extra = {d: max(0, int(transient.get(d, 0) - sampled_new.get(d, 0))) + pending.get(d, 0)
-                 for d in (set(transient) | set(pending)) - {TOTAL}}  # fmt: skip
-        extra[TOTAL] = max(0, int(transient.get(TOTAL, 0) - sum(sampled_new.values()))) + sum(pending.values())
+        extra = {d: int(transient.get(d, 0)) + pending.get(d, 0) for d in (set(transient) | set(pending)) - {TOTAL}}
+        extra[TOTAL] = int(transient.get(TOTAL, sum(state.graph.values()))) + sum(pending.values())
         sim.replay_peak(extra)
         sim.add(counters)
         state.blobs.clear()
@@ -394,10 +436,6 @@ class _Sized:
     @property
     def transient(self):
         return self.record.transient
-
-    @property
-    def new_grads(self):
-        return self.record.new_grads
 
     @property
     def counters(self):

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SAMPLE_ABOVE = 8  # loops with more iterations than this are sampled
+SAMPLE_ABOVE = 0  # loops up to this many iterations (and up to a site's samples + 2) run in full
 _GET_ITER, _FOR_ITER, _EXTENDED_ARG = dis.opmap["GET_ITER"], dis.opmap["FOR_ITER"], dis.opmap["EXTENDED_ARG"]
 
 
@@ -58,21 +58,26 @@ SAMPLED_LOOPS = (
              "for feature in range(", "each ablation is restored after its forward: same length every time; "
              "mask rows of template tokens are empty (no forward), so the loop is sampled densely", samples=32),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for i0 in range(",
-             "sink chunks write their own rows"),
+             "sink chunks write their own rows", samples=3),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for j0 in range(",
-             "source chunks accumulate in place"),
+             "source chunks accumulate in place", samples=3),
     LoopSite("longctx.attribution.methods.routing_reference", "span_scores", "for j0 in range(",
-             "source chunks accumulate in place"),
+             "source chunks accumulate in place", samples=3),
     LoopSite("longctx.attribution.tracing", "chunk_ranges", "for start in range(",
-             "chunks of sinks or sources of one layer: rows written or accumulated in place"),
+             "chunks of sinks or sources of one layer: rows written or accumulated in place", samples=3),
+    LoopSite("longctx.attribution.routes", "head_proximity_sum", "for h0 in range(",
+             "groups of heads accumulate in place", samples=3),
 )  # fmt: skip
 
 
 def sample_indices(n: int, samples: int = 8) -> list[int]:
-    """The iterations that run of a loop of ``n``: all of them up to ``max(SAMPLE_ABOVE, samples)``, else the
-    first three, the last two and ``samples - 5`` spread evenly (0, 1, 2, n/4, n/2, 3n/4, n-2, n-1 for 8)."""
-    if n <= max(SAMPLE_ABOVE, samples):
+    """The iterations that run of a loop of ``n``: all of them up to ``max(SAMPLE_ABOVE, samples + 2)``, else the
+    first three, the last two and ``samples - 5`` spread evenly (0, 1, 2, n/4, n/2, 3n/4, n-2, n-1 for 8);
+    nested loops of one layer's chunks take 3 (first, middle, last): their costs are linear in the index."""
+    if n <= max(SAMPLE_ABOVE, samples + 2):
         return list(range(n))
+    if samples <= 3:
+        return [0, n // 2, n - 1]
     spread = samples - 5
     return sorted({0, 1, 2, n - 2, n - 1, *(k * n // (spread + 1) for k in range(1, spread + 1))})
 
@@ -159,7 +164,7 @@ def _sampling_types(sampler: LoopSampler, sites: dict):
         def __iter__(self):
             frame = _loop_frame()
             site = _site_of(frame, sites) if frame is not None else None
-            if site is None or len(self._range) <= max(SAMPLE_ABOVE, site.samples):
+            if site is None or len(self._range) <= max(SAMPLE_ABOVE, site.samples + 2):
                 return iter(self._range)
             return sampler.iterate(self._range, site)
 
@@ -188,7 +193,7 @@ def _sampling_types(sampler: LoopSampler, sites: dict):
             if (
                 site is None
                 or not hasattr(self._items, "__len__")
-                or len(self._items) <= max(SAMPLE_ABOVE, site.samples)
+                or len(self._items) <= max(SAMPLE_ABOVE, site.samples + 2)
             ):
                 return builtins.enumerate(self._items, self._start)
             pairs = [(self._start + i, item) for i, item in builtins.enumerate(self._items)]
