@@ -5,14 +5,15 @@ simulation's counters; a backward through it adds one backward pass (and the wei
 weights are trainable: read for the input gradient, gradient written). Calls of one *family* (same
 arguments except the sequence length and the batch size, same grad mode, no foreign hooks, no cache
 object) are measured on real meta tensors at a few lengths, per sequence of the batch (bytes and FLOPs grow
-linearly with the batch; the gradients of the weights do not and are counted apart): the peak above the call's start per device, what it leaves allocated
-(outputs, saved activations), its counters and, when a backward runs through it, the backward's peak and
-counters. Any other length is *replayed*: outputs of the right shapes are made on their devices, the saved
-activations are one blob per device held by the autograd graph (freed with it, like the real ones), and
-peaks and counters are interpolated (quadratic in the length through three measured lengths: exact for
-FLOPs, which are quadratic in the length; see ``fit_bytes`` for bytes). A length is measured unless it is within
-``NEAR_END`` of a measured one or inside the range of at least three measured ones; a length equal to a
-dimension of the model's config (32 heads at length 32) makes the family's shapes ambiguous: never replayed.
+linearly with the batch; the gradients of the weights do not and are counted apart): the peak above the
+call's start per device, what it leaves allocated (outputs, saved activations), its counters and, when a
+backward runs through it, the backward's peak and counters. Any other length is *replayed*: outputs of the
+right shapes are made on their devices, the saved activations are one blob per device held by the autograd
+graph (freed with it, like the real ones), and peaks and counters are interpolated (quadratic in the
+length through three measured lengths: exact for FLOPs, which are quadratic in the length; see
+``fit_bytes`` for bytes). A length is measured unless it is within ``NEAR_END`` of a measured one or inside
+the range of at least three measured ones; a length equal to a dimension of the model's config (32 heads
+at length 32) makes the family's shapes ambiguous: never replayed.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def prepare_run(
         notes.append("original process state: the masked LM the perturbation runner builds, on the main GPU")
     key = (spec, dtype, attn_implementation, tuple(sorted(placement.device_map.items())), trainable)
     calls = ModelCalls(sim, model, families=CALL_FAMILIES.setdefault(key, {}))
-    return MetaRun(model, placement, sim, calls, LoopSampler(sim), gpu, notes)
+    return MetaRun(model, placement, sim, calls, LoopSampler(sim, placement.layer_devices()), gpu, notes)
 
 
 def failed(prediction: Prediction, exc: Exception) -> Prediction:

@@ -40,6 +40,7 @@ class LoopSite:
     why: str
     in_order: bool = False  # the sampled iterations run in index order (else the last ones first)
     samples: int = 8  # iterations run of a longer loop (more where iterations differ: some do no work)
+    layers: bool = False  # one iteration per decoder layer: run the first and last layer of every device
 
 
 SAMPLED_LOOPS = (
@@ -57,6 +58,13 @@ SAMPLED_LOOPS = (
     LoopSite("longctx.attribution.methods.perturbation_reference", "original_sentence_ablation",
              "for feature in range(", "each ablation is restored after its forward: same length every time; "
              "mask rows of template tokens are empty (no forward), so the loop is sampled densely", samples=32),
+    LoopSite("longctx.attribution.methods.perturbation", "perturbation_position_scores",
+             "for k, (a, b) in enumerate(tqdm(out_spans", "each output sentence's row block is scored on its own "
+             "prefix (the inputs are not changed); empty feature sets do no work: sampled densely", samples=16),
+    LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores",
+             "for index in range(len(store.attn_in))", "identical layers, scores added over layers", layers=True),
+    LoopSite("longctx.attribution.methods.routing_reference", "span_scores",
+             "for index in range(len(store.attn_in))", "identical layers, scores added over layers", layers=True),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for i0 in range(",
              "sink chunks write their own rows", samples=3),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores", "for j0 in range(",
@@ -102,16 +110,36 @@ def interpolated_total(samples: dict[int, float], n: int) -> float:
     return total
 
 
-class LoopSampler:
-    """Runs the sampled iterations of listed loops and adds the skipped ones' counters to ``counters``."""
+def layer_indices(layer_devices: list[str]) -> list[int]:
+    """The layers that run of a per-layer loop: the first and last on every device, and the middle one."""
+    n = len(layer_devices)
+    keep = {0, n // 2, n - 1}
+    for i, device in enumerate(layer_devices):
+        if i == 0 or layer_devices[i - 1] != device:
+            keep.add(i)
+        if i == n - 1 or layer_devices[i + 1] != device:
+            keep.add(i)
+    return sorted(keep)
 
-    def __init__(self, counters):
+
+class LoopSampler:
+    """Runs the sampled iterations of listed loops and adds the skipped ones' counters to ``counters``.
+
+    ``layer_devices``: the device of each decoder layer (per-layer loops keep one layer at each device's ends).
+    """
+
+    def __init__(self, counters, layer_devices: list[str] | None = None):
         self.counters = counters  # an object with a ``totals() -> dict`` and ``add(dict)`` (the Simulation)
+        self.layer_devices = layer_devices or []
+        self.active_layers: set[int] | None = None  # layers whose capture is built (a sampled trace is running)
         self.log: list[dict] = []
 
     def iterate(self, items: list, site: LoopSite) -> Iterator:
         n = len(items)
-        keep = sample_indices(n, site.samples)
+        if site.layers:
+            keep = layer_indices(self.layer_devices) if len(self.layer_devices) == n else list(range(n))
+        else:
+            keep = sample_indices(n, site.samples)
         if not site.in_order:
             keep = run_order(keep)
         per_iteration: dict[str, dict[int, float]] = {}
@@ -123,13 +151,17 @@ class LoopSampler:
                 for key, value in after.items():
                     per_iteration.setdefault(key, {})[index] = value - before.get(key, 0)
         finally:
-            if len(keep) < n and per_iteration:
-                ran = {key: sum(values.values()) for key, values in per_iteration.items()}
-                full = {key: interpolated_total(values, n) if len(values) == len(keep) else ran[key]
-                        for key, values in per_iteration.items()}  # fmt: skip
-                self.counters.add({key: full[key] - ran[key] for key in full})
-            self.log.append({"site": f"{site.module.rsplit('.', 1)[-1]}.{site.function}: {site.line}...",
-                             "iterations": n, "ran": len(keep)})  # fmt: skip
+            self.extrapolate(per_iteration, n, len(keep), site)
+
+    def extrapolate(self, per_iteration: dict[str, dict[int, float]], n: int, ran: int, site: LoopSite) -> None:
+        """Add the counters of the iterations that did not run (linear in the index between those that did)."""
+        if ran < n and per_iteration:
+            done = {key: sum(values.values()) for key, values in per_iteration.items()}
+            full = {key: interpolated_total(values, n) if len(values) == ran else done[key]
+                    for key, values in per_iteration.items()}  # fmt: skip
+            self.counters.add({key: full[key] - done[key] for key in full})
+        self.log.append({"site": f"{site.module.rsplit('.', 1)[-1]}.{site.function}: {site.line}...",
+                         "iterations": n, "ran": ran})  # fmt: skip
 
 
 def _loop_frame():
@@ -164,7 +196,7 @@ def _sampling_types(sampler: LoopSampler, sites: dict):
         def __iter__(self):
             frame = _loop_frame()
             site = _site_of(frame, sites) if frame is not None else None
-            if site is None or len(self._range) <= max(SAMPLE_ABOVE, site.samples + 2):
+            if site is None or (not site.layers and len(self._range) <= max(SAMPLE_ABOVE, site.samples + 2)):
                 return iter(self._range)
             return sampler.iterate(self._range, site)
 
@@ -202,6 +234,49 @@ def _sampling_types(sampler: LoopSampler, sites: dict):
     return SampledRange, SampledEnumerate
 
 
+LAYER_TRACING_MODULES = ("longctx.attribution.methods.ifr", "longctx.attribution.methods.flashtrace")
+TRACE_SITE = LoopSite("longctx.attribution.tracing", "trace_layers", "on_layer(index, capture)",
+                      "identical layers: each layer's scores are computed and added on their own", layers=True,
+                      in_order=True)  # fmt: skip
+
+
+def _layer_sampled(trace, sampler: LoopSampler):
+    """``trace_layers`` whose per-layer callback runs only for the sampled layers (IFR, FlashTrace): the forward
+    itself runs every layer; the skipped callbacks' counters are extrapolated like a sampled loop's."""
+
+    def trace_sampled(model, input_ids, on_layer):
+        n = len(sampler.layer_devices)
+        sampler.active_layers = set(layer_indices(sampler.layer_devices)) if n else None
+        per_layer: dict[str, dict[int, float]] = {}
+
+        def callback(index, capture):
+            before = sampler.counters.totals()
+            on_layer(index, capture)
+            for key, value in sampler.counters.totals().items():
+                per_layer.setdefault(key, {})[index] = value - before.get(key, 0)
+
+        try:
+            trace(model, input_ids, callback)
+        finally:
+            sampler.active_layers = None
+        ran = len(next(iter(per_layer.values()), {}))
+        sampler.extrapolate(per_layer, n or ran, ran, TRACE_SITE)
+
+    return trace_sampled
+
+
+def _capture_sampled(capture, sampler: LoopSampler):
+    """The tracing hook that builds a layer's capture, skipped (saved tensors dropped) for unsampled layers."""
+
+    def attn_output(hooks, module, args, output):
+        if sampler.active_layers is not None and hooks.index not in sampler.active_layers:
+            hooks.saved.clear()
+            return None
+        return capture(hooks, module, args, output)
+
+    return attn_output
+
+
 @contextlib.contextmanager
 def sampled_loops(sampler: LoopSampler, sites=SAMPLED_LOOPS):
     """Inside, the listed loops run sparsely (module globals ``range``/``enumerate`` shadowed, then restored)."""
@@ -215,9 +290,21 @@ def sampled_loops(sampler: LoopSampler, sites=SAMPLED_LOOPS):
         for builtin, replacement in (("range", sampled_range), ("enumerate", sampled_enumerate)):
             if builtin not in vars(module):
                 setattr(module, builtin, replacement)
-                patched.append((module, builtin))
+                patched.append((module, builtin))  # no original: the builtin shows through again
+    for name in LAYER_TRACING_MODULES:
+        module = importlib.import_module(name)
+        original = module.trace_layers
+        module.trace_layers = _layer_sampled(original, sampler)
+        patched.append((module, "trace_layers", original))
+    hooks = importlib.import_module("longctx.attribution.tracing")._LayerHooks
+    original_capture = hooks._attn_output
+    hooks._attn_output = _capture_sampled(original_capture, sampler)
+    patched.append((hooks, "_attn_output", original_capture))
     try:
         yield sampler
     finally:
-        for module, builtin in patched:
-            delattr(module, builtin)
+        for module, name, *original in patched:
+            if original:
+                setattr(module, name, original[0])
+            else:
+                delattr(module, name)

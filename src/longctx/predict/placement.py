@@ -94,6 +94,12 @@ class Placement:
         first = next(iter(self.model.named_parameters()))[0]
         return self.device_of_parameter(first)
 
+    def layer_devices(self) -> list[str]:
+        """The device of each decoder layer, in order."""
+        layers = getattr(self.model.base_model, "layers", None) or []
+        names = {id(module): name for name, module in self.model.named_modules()}
+        return [self.device_of_parameter(names[id(layer)] + ".") for layer in layers]
+
     def device_of_parameter(self, name: str) -> str:
         best = max((key for key in self.device_map if key == "" or name == key or name.startswith(key + ".")), key=len)
         return self.device_map[best]

@@ -28,6 +28,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from longctx.errors import UsageError
 from longctx.measure.flops import decompose_within, decomposes, op_flops
 from longctx.measure.tensor_memory import _FRESH_INPUT_OPS, TOTAL, TensorMemoryTracker
+from longctx.predict import meta_cache
 
 HOST = "cpu"
 SOURCE = "predicted: exact live tensor bytes of the code path run on meta tensors (longctx.predict)"
@@ -224,7 +225,7 @@ class Simulation(TensorMemoryTracker):
             special = self._host_boundary(func, args, kwargs, metas, target)
             if special is not NotImplemented:
                 return special
-            args, kwargs = self._hosts_to_meta(func, args, kwargs, metas)
+            args, kwargs = self._hosts_to_meta(func, args, kwargs, metas, leaves)
         previous, self._op_device = self._op_device, self._inputs_device(metas)
         try:
             out = self._run(func, args, kwargs, metas, leaves)
@@ -251,9 +252,14 @@ class Simulation(TensorMemoryTracker):
     def _tracked(self, func, args, kwargs, leaves):
         """The tracker's bookkeeping (inputs seen, op run, outputs seen) without its generic tree walks."""
         live_inputs = func not in _FRESH_INPUT_OPS
+        all_meta = True
         for leaf in leaves:
             self._see(leaf, at_entry=live_inputs)
-        out = func(*args, **kwargs)
+            all_meta = all_meta and leaf.is_meta
+        if all_meta and leaves and meta_cache.cacheable(func):
+            out = meta_cache.run(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             self._see(out, at_entry=False)
         elif isinstance(out, (tuple, list)):
@@ -349,9 +355,9 @@ class Simulation(TensorMemoryTracker):
                 self.assumed_values += 1
                 dest.fill_(1)
 
-    def _hosts_to_meta(self, func, args, kwargs, metas):
+    def _hosts_to_meta(self, func, args, kwargs, metas, leaves):
         """Host tensors (not 0-dim) mixed into a meta op are copied to the op's device, values kept."""
-        if not metas:
+        if len(metas) == len(leaves) or not any(not t.is_meta and t.dim() > 0 for t in leaves):
             return args, kwargs
         device = self._inputs_device(metas) or self.default_device
 
