@@ -10,9 +10,9 @@ is what is measured.
 
 from __future__ import annotations
 
-import contextlib
-
+from longctx.predict.calls import ModelCalls
 from longctx.predict.cells import (
+    CALL_FAMILIES,
     PREDICTION_ERRORS,
     OriginalProcess,
     Prediction,
@@ -91,17 +91,20 @@ def _layers_per_device(placement: dict[str, str]) -> dict[str, int]:
 
 
 def _masked_lm_stand_in(cfg, run) -> list:
-    """ReAGent's ``load_masked_lm`` returns the meta masked LM on the main GPU (weights counted where used)."""
+    """ReAGent's ``load_masked_lm`` returns the meta masked LM on the main GPU (weights counted where used);
+    its calls are counted and replayed like the causal LM's (``ModelCalls``, families shared across cells)."""
     spec = getattr(cfg.options, "mlm_model", None)
     if not spec:
         return []
     from longctx.attribution.methods import reagent
 
+    model = meta_masked_lm(spec)
+    calls = ModelCalls(run.sim, model, families=CALL_FAMILIES.setdefault(("mlm", spec, run.placement.main_device), {}))
+
     def load(_spec: str, _device: str):
-        model = meta_masked_lm(spec)
         run.sim.pin([*model.parameters(), *model.buffers()], run.placement.main_device)
         tokenizer, used = mlm_tokenizer(spec)
         run.notes.append(f"masked LM: meta {type(model).__name__} of {spec}; tokenizer: {used}")
         return model, tokenizer, "predicted: architecture only"
 
-    return [patched(reagent, "load_masked_lm", load), contextlib.nullcontext()]
+    return [patched(reagent, "load_masked_lm", load), calls]

@@ -22,7 +22,7 @@ from unittest import mock
 
 import torch
 
-from longctx.errors import UsageError
+from longctx.errors import RunFailure, UsageError
 from longctx.predict.calls import ModelCalls
 from longctx.predict.gpu_paths import gpu_code_paths
 from longctx.predict.gpus import GpuSpec
@@ -54,6 +54,7 @@ class Prediction:
     gpu: dict
     n_gpus: int
     status: str
+    group: str = ""
     fits: bool | None = None
     peak_bytes: int | None = None
     peak_bytes_by_device: dict[str, int] = field(default_factory=dict)
@@ -97,6 +98,7 @@ def predict_cell(
         prediction = predict_streaming(cell, gpu)
     else:
         raise UsageError(f"no predictor for study {cell.study!r}")
+    prediction.group = cell.group
     prediction.predict_seconds = round(time.perf_counter() - started, 3)
     return prediction
 
@@ -213,7 +215,10 @@ def failed(prediction: Prediction, exc: Exception) -> Prediction:
     return prediction
 
 
-PREDICTION_ERRORS = (SimulationError, NotImplementedError, RuntimeError, ValueError, TypeError, IndexError)
+# What a cell's code path may raise: the cell would fail on the GPU too (RunFailure, UsageError: e.g. ReAGent's
+# masked-LM length limit, a kernel the method refuses), or the meta run cannot follow it (SimulationError).
+PREDICTION_ERRORS = (SimulationError, RunFailure, UsageError, NotImplementedError, RuntimeError, ValueError,
+                     TypeError, IndexError)  # fmt: skip
 
 
 def patched(target, name: str, value):

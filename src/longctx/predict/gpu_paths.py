@@ -6,7 +6,7 @@
   log-sum-exp sizes.
 * ``auto_batch_size`` (efficient IG and perturbation) sizes batches from the free GPU memory: it runs its
   GPU branch with the free memory of the simulated device (usable memory minus live bytes there).
-* A masked LM (ReAGent) is a meta model of its architecture on the main device (``longctx.predict.models``).
+* ``torch.tensor(data, device=meta)`` keeps the data's values (known values, ``simulate``), as a GPU copy would.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from unittest import mock
 import torch
 
 from longctx.predict.gpus import GpuSpec
-from longctx.predict.simulate import Simulation
+from longctx.predict.simulate import Simulation, tensor_with_values
 
 _sdpa = torch.nn.functional.scaled_dot_product_attention
 BATCH_SIZING_MODULES = ("longctx.attribution.methods.ig", "longctx.attribution.methods.perturbation")
@@ -63,6 +63,7 @@ def gpu_code_paths(sim: Simulation, gpu: GpuSpec):
     sizer = _gpu_batch_sizer(auto_batch_size, sim, gpu)
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", fused_sdpa))
+        stack.enter_context(mock.patch.object(torch, "tensor", tensor_with_values))
         for name in BATCH_SIZING_MODULES:
             module = importlib.import_module(name)
             if hasattr(module, "auto_batch_size"):

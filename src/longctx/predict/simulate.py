@@ -32,9 +32,13 @@ from longctx.predict import meta_cache
 
 HOST = "cpu"
 SOURCE = "predicted: exact live tensor bytes of the code path run on meta tensors (longctx.predict)"
-SHADOW_LIMIT = 1 << 20  # elements: larger tensors never carry known values
+SHADOW_BYTES = 64 << 20  # larger tensors never carry known values (masks up to 8192^2 bools do)
 HOST_LIMIT = 256 << 20  # bytes: a larger meta tensor read on the host stays a meta tensor keyed "cpu"
 COUNTERS = ("flops", "weight_bytes", "forwards", "backwards")  # extensive counts a sampled loop extrapolates
+_SHAPE_ONLY = {  # ops whose values do not depend on their tensor input's values
+    torch.ops.aten.zeros_like, torch.ops.aten.ones_like, torch.ops.aten.full_like, torch.ops.aten.new_zeros,
+    torch.ops.aten.new_ones, torch.ops.aten.new_full,
+}  # fmt: skip
 _SCALAR_READ = torch.ops.aten._local_scalar_dense.default
 _COPY = torch.ops.aten._to_copy.default
 _SIZE_QUERIES = {
@@ -66,6 +70,10 @@ def _shadow(t: torch.Tensor) -> torch.Tensor | None:
 def _set_shadow(t: torch.Tensor, value: torch.Tensor) -> None:
     with contextlib.suppress(AttributeError, RuntimeError):
         t._longctx_shadow = value
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def _is_meta(x) -> bool:
@@ -245,7 +253,10 @@ class Simulation(TensorMemoryTracker):
                     f"{str(exc).splitlines()[0][:120]})"
                 ) from exc
             out = None
-        if shadows is not None or (not metas and _target_device(kwargs) == torch.device("meta")):
+        made = func._overloadpacket in _SHAPE_ONLY or (not metas and _target_device(kwargs) == torch.device("meta"))
+        if shadows is None and metas and func._schema.is_mutable and _shadow(args[0]) is not None:
+            _set_shadow(args[0], None)  # written with unknown values: its known values are stale
+        if shadows is not None or made:
             out = self._with_shadow(func, args, kwargs, out, leaves)
         return out
 
@@ -284,7 +295,10 @@ class Simulation(TensorMemoryTracker):
 
         def real(x):
             if _is_meta(x):
-                return _shadow(x)
+                shadow = _shadow(x)
+                if shadow is None and func._overloadpacket in _SHAPE_ONLY:  # only its shape and dtype matter
+                    return torch.empty(x.shape, dtype=x.dtype)
+                return shadow
             if isinstance(x, torch.device) and x.type == "meta":
                 return torch.device(HOST)
             return x
@@ -292,7 +306,7 @@ class Simulation(TensorMemoryTracker):
         real_kwargs = {k: real(v) for k, v in kwargs.items()}
         if "device" in real_kwargs and real_kwargs["device"] is not None:
             real_kwargs["device"] = torch.device(HOST)
-        if out is not None and sum(t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor)) > SHADOW_LIMIT:
+        if out is not None and sum(_nbytes(t) for t in tree_leaves(out) if isinstance(t, torch.Tensor)) > SHADOW_BYTES:
             return out
         try:
             values = func(*tree_map(real, args), **real_kwargs)
@@ -307,7 +321,7 @@ class Simulation(TensorMemoryTracker):
                     self.track_new(tensor)
         if values is not None:
             for meta, value in zip(tree_leaves(out), tree_leaves(values), strict=False):
-                if _is_meta(meta) and isinstance(value, torch.Tensor) and value.numel() <= SHADOW_LIMIT:
+                if _is_meta(meta) and isinstance(value, torch.Tensor) and _nbytes(value) <= SHADOW_BYTES:
                     _set_shadow(meta, value)
         return out
 
@@ -323,7 +337,7 @@ class Simulation(TensorMemoryTracker):
             return self._to_host(args[0], kwargs.get("dtype") or args[0].dtype)
         if func is _COPY and target is not None and target.type == "meta" and not _is_meta(args[0]):
             out = self._tracked(func, args, kwargs, [args[0]])
-            if args[0].numel() <= SHADOW_LIMIT:
+            if _nbytes(args[0]) <= SHADOW_BYTES:
                 _set_shadow(out, args[0].to(kwargs.get("dtype") or args[0].dtype).clone())
             return out
         first = args[0] if args else None
@@ -366,12 +380,23 @@ class Simulation(TensorMemoryTracker):
                 with self.forced_device(device):
                     moved = x.to("meta")
                 self.track_new(moved)
-                if x.numel() <= SHADOW_LIMIT:
+                if _nbytes(x) <= SHADOW_BYTES:
                     _set_shadow(moved, x)
                 return moved
             return x
 
         return tree_map(move, args), tree_map(move, kwargs)
+
+
+_torch_tensor = torch.tensor
+
+
+def tensor_with_values(data, *args, device=None, **kwargs):
+    """``torch.tensor`` for a simulation: data bound for ``meta`` goes through the host, so it keeps its values
+    (``torch.tensor(data, device="meta")`` would drop them)."""
+    if device is not None and torch.device(device).type == "meta":
+        return _torch_tensor(data, *args, **kwargs).to("meta")
+    return _torch_tensor(data, *args, device=device, **kwargs)
 
 
 def peak_row(sim: Simulation) -> dict:
