@@ -8,7 +8,9 @@ agreement (``--json``: the one object the issue asks for). ``STUDIES``, ``ATTR_F
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 
 from longctx.errors import UsageError
 
@@ -23,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--gpus", type=int, default=None, help="spread each attribution model over N GPUs (a device map)")
     p.add_argument("--device-map", choices=DEVICE_MAPS, default="balanced", help="how N GPUs share a model")
     p.add_argument("--out", default=None, help="prediction JSON (default: results/predict/<profile>_<gpu>.json)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: 2, or 1 on a 1-CPU machine)")
     p.add_argument("--compare-original", action="store_true", help="predict the original's measured cells instead")
     p.add_argument("--json", action="store_true", help="with --compare-original: print only the JSON object")
     p.set_defaults(func=run)
@@ -46,6 +49,8 @@ def resolve_gpu(name: str | None):
 def run(args) -> int:
     if args.gpus is not None and args.gpus < 1:
         raise UsageError(f"--gpus must be at least 1, got {args.gpus}")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     if args.json and not args.compare_original:
         raise UsageError("--json goes with --compare-original (the plan prediction is always written as JSON)")
     gpu = resolve_gpu(args.gpu)
@@ -64,10 +69,15 @@ def _plan(args, gpu) -> int:
     print(f"predicting {len(cells)} cells of the {plan.profile} plan for {gpu.name}"
           + (f" x{args.gpus} ({args.device_map})" if args.gpus else ""), file=sys.stderr)  # fmt: skip
 
-    def progress(p) -> None:
-        print(f"  {p.cell_id} {p.status} ({p.predict_seconds:.1f}s)", file=sys.stderr, flush=True)
+    started = time.perf_counter()
 
-    predictions, seconds = timed(lambda: predict_plan(cells, gpu, n_gpus=args.gpus, progress=progress))
+    def progress(p: dict) -> None:
+        elapsed = time.perf_counter() - started
+        print(f"  [{elapsed:6.0f}s] {p['cell_id']} {p['status']} ({p['predict_seconds']:.1f}s)", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+    jobs = args.jobs or min(2, os.cpu_count() or 1)
+    predictions, seconds = timed(lambda: predict_plan(cells, gpu, n_gpus=args.gpus, jobs=jobs, progress=progress))
     out = args.out or default_output(plan.profile, gpu, args.gpus)
     atomic_write_json(out, plan_record(plan.profile, gpu, args.gpus, predictions, seconds))
     print(table(predictions))

@@ -57,10 +57,10 @@ SAMPLED_LOOPS = (
              "one backward per row through the same retained graph (freed by the last: in order)", in_order=True),
     LoopSite("longctx.attribution.methods.perturbation_reference", "original_sentence_ablation",
              "for feature in range(", "each ablation is restored after its forward: same length every time; "
-             "mask rows of template tokens are empty (no forward), so the loop is sampled densely", samples=32),
+             "mask rows of template tokens are empty (no forward), so the loop is sampled densely", samples=16),
     LoopSite("longctx.attribution.methods.perturbation", "perturbation_position_scores",
              "for k, (a, b) in enumerate(tqdm(out_spans", "each output sentence's row block is scored on its own "
-             "prefix (the inputs are not changed); empty feature sets do no work: sampled densely", samples=16),
+             "prefix (the inputs are not changed); its work grows with the sentence index"),
     LoopSite("longctx.attribution.methods.routing_reference", "all_positions_scores",
              "for index in range(len(store.attn_in))", "identical layers, scores added over layers", layers=True),
     LoopSite("longctx.attribution.methods.routing_reference", "span_scores",
