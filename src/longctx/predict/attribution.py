@@ -73,6 +73,7 @@ def predict_attribution(
         entry_state=original,
     )
     prediction.details["device_map"] = _layers_per_device(run.placement.device_map)
+    run.calls.longest = inputs.total
     method = cfg.spec.runner(cfg.protocol)
     try:
         with run.running(*_masked_lm_stand_in(cfg, run)):

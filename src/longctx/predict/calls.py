@@ -138,6 +138,9 @@ class ModelCalls:
 
     def __init__(self, sim: Simulation, model, *, replay: bool = True, families: dict | None = None):
         self.sim, self.model, self.replay = sim, model, replay
+        self.longest: int | None = None  # the longest call length the cell can make (its total tokens)
+        self.modules = list(model.modules())
+        self._first_param = next(model.parameters())
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.families: dict[tuple, Family] = {} if families is None else families
         self.measured = 0
@@ -158,11 +161,11 @@ class ModelCalls:
         del self.model.forward
 
     def _hook_count(self) -> int:
-        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in self.model.modules())
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in self.modules)
 
     @property
     def trainable(self) -> bool:
-        return any(p.requires_grad for p in self.model.parameters())
+        return self._first_param.requires_grad  # methods make all of them trainable or none
 
     # ----------------------------------------------------------------- one call
     def _call(self, *args, **kwargs):
@@ -170,6 +173,8 @@ class ModelCalls:
         if key is None or not self.replay:
             return self._measure(None, None, None, args, kwargs)
         family = self.families.setdefault(key, Family())
+        if self._should_look_ahead(family, length):
+            self._measure_ahead(family, batch, args, kwargs)
         if self._should_measure(family, length):
             return self._measure(family, length, batch, args, kwargs)
         self.replayed += 1
@@ -194,9 +199,9 @@ class ModelCalls:
             else:
                 return None, 0, 0  # a cache or another object the call may change
         modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), self.model.training, self.trainable)
-        patches = tuple(sorted({id(type(m).forward) for m in self.model.modules()}))
+        patches = tuple(sorted({id(type(m).forward) for m in self.modules}))
         instance = tuple(
-            id(m.__dict__["forward"]) for m in self.model.modules() if "forward" in m.__dict__ and m is not self.model
+            id(m.__dict__["forward"]) for m in self.modules if "forward" in m.__dict__ and m is not self.model
         )  # methods patched on modules (AttnLRP's rules); the model's own is this wrapper
         return (tuple(parts), modes, patches, instance), length, batch
 
@@ -212,8 +217,37 @@ class ModelCalls:
             return False
         return len(records) < MIN_RECORDS or not min(records) <= length <= max(records)
 
+    def _should_look_ahead(self, family: Family, length: int) -> bool:
+        """Calls of growing length (one per output sentence, per output token): measure the cell's longest
+        length first, so that the others interpolate instead of each being measured as a new longest."""
+        if self.longest is None or length >= self.longest - NEAR_END or family.length_dims_ambiguous:
+            return False
+        return not family.records or max(family.records) < self.longest - NEAR_END
+
+    def _measure_ahead(self, family: Family, batch: int, args, kwargs) -> None:
+        """Measure the call at ``self.longest`` on stand-in inputs, in a sandbox: peaks and counters untouched."""
+        length = args[0].shape[1] if args and isinstance(args[0], torch.Tensor) else None
+        anchor = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        length = anchor.shape[1] if anchor is not None else length
+
+        def longer(value):
+            if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[1] == length:
+                shape = (value.shape[0], self.longest, *value.shape[2:])
+                with self.sim.forced_device(self.sim.device_of_tensor(value)):
+                    stand_in = torch.zeros(shape, dtype=value.dtype, device="meta")
+                return stand_in.requires_grad_(value.requires_grad) if value.is_leaf else stand_in
+            return value
+
+        with self.sim.sandbox():
+            out = self._measure(family, self.longest, batch, [longer(a) for a in args],
+                                {k: longer(v) for k, v in kwargs.items()}, probe=False)  # fmt: skip
+            del out
+        self.history.pop()
+        self.measured -= 1
+        self.ahead = getattr(self, "ahead", 0) + 1
+
     # ----------------------------------------------------------------- measured calls
-    def _measure(self, family: Family | None, length: int | None, batch: int | None, args, kwargs):
+    def _measure(self, family: Family | None, length: int | None, batch: int | None, args, kwargs, probe=True):
         sim = self.sim
         self.measured += 1
         before_live, before_counts = sim.live_bytes(), sim.totals()
@@ -239,7 +273,7 @@ class ModelCalls:
         family.length_dims_ambiguous |= length in self._model_dims
         self._note_ambiguity(family, specs, length)
         family.records[length] = record
-        return self._probe(record, out)
+        return self._probe(record, out) if probe else out
 
     def _spec(self, tensor: torch.Tensor, length: int, batch: int) -> TensorSpec:
         shape = _symbolic(tensor.shape, length, batch, every_length_dim=True)

@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 
 from longctx.original.attribution import OriginalTimeCell, preferred_cells
-from longctx.predict.cells import OriginalProcess, Prediction, predict_cell
+from longctx.predict.cells import OriginalProcess, Prediction
 from longctx.predict.gpus import gpu_spec
 
 GB = 1e9
@@ -131,27 +131,25 @@ def summary(rows: list[dict]) -> dict:
     }
 
 
-def compare_original(plan_settings: dict, progress=None) -> tuple[dict, list[Prediction]]:
-    """Predict every compared cell; (the issue's object, the predictions)."""
+def compare_original(plan_settings: dict, jobs: int = 1, progress=None) -> tuple[dict, list[Prediction]]:
+    """Predict every compared cell (in ``jobs`` processes); (the issue's object, the predictions)."""
+    from longctx.predict.plan import predict_plan
     from longctx.predict.stand_ins import meta_masked_lm
 
+    originals = compared_cells()
     mlm = meta_masked_lm(plan_settings.get("method_options", {}).get("mlm_model", "allenai/longformer-base-4096"))
     mlm_bytes = sum(p.numel() * p.element_size() for p in mlm.parameters())
-    gpu = gpu_spec(ORIGINAL_GPU)
-    rows, predictions = [], []
-    for cell in compared_cells():
-        directory = RUN_DIRECTORIES[run_directory(cell)]
-        prediction = predict_cell(
-            reference_cell(cell, plan_settings),
-            gpu,
-            n_gpus=directory.n_gpus,
-            device_map_rule="accelerate",
-            original=process_state(cell, mlm_bytes),
-        )
-        predictions.append(prediction)
-        rows.append(compare_row(cell, prediction))
-        if progress:
-            progress(rows[-1], prediction)
+    options = [
+        {
+            "n_gpus": RUN_DIRECTORIES[run_directory(cell)].n_gpus,
+            "device_map_rule": "accelerate",
+            "original": process_state(cell, mlm_bytes),
+        }
+        for cell in originals
+    ]
+    cells = [reference_cell(cell, plan_settings) for cell in originals]
+    predictions = predict_plan(cells, gpu_spec(ORIGINAL_GPU), cell_options=options, jobs=jobs, progress=progress)
+    rows = [compare_row(cell, prediction) for cell, prediction in zip(originals, predictions, strict=True)]
     return summary(rows), predictions
 
 

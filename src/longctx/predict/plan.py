@@ -55,11 +55,11 @@ def shares(cells: list[Cell], jobs: int) -> list[list[int]]:
     return [share for share in out if share]
 
 
-def _predict_share(args) -> list[tuple[int, dict]]:
-    cells, indices, gpu, n_gpus, rule, queue = args
+def _predict_share(args) -> list[tuple[int, Prediction]]:
+    cells, indices, gpu, options, queue = args
     out = []
     for index in indices:
-        prediction = predict_cell(cells[index], gpu, n_gpus=n_gpus, device_map_rule=rule)
+        prediction = predict_cell(cells[index], gpu, **options[index])
         out.append((index, prediction))
         if queue is not None:
             queue.put(prediction.as_dict())
@@ -72,23 +72,28 @@ def predict_plan(
     *,
     n_gpus: int | None = None,
     device_map_rule: str = "transformers",
+    cell_options: list[dict] | None = None,
     jobs: int = 1,
     progress: Callable[[dict], None] | None = None,
 ) -> list[Prediction]:
-    """Predictions for ``cells`` (plan order), computed longest first within each method, in ``jobs`` processes."""
+    """Predictions for ``cells`` (plan order), computed longest first within each method, in ``jobs`` processes.
+
+    ``cell_options``: per cell, keyword arguments of ``predict_cell`` (instead of ``n_gpus``/``device_map_rule``).
+    """
+    options = cell_options or [{"n_gpus": n_gpus, "device_map_rule": device_map_rule}] * len(cells)
     plan = shares(cells, max(1, jobs))
     if len(plan) <= 1:
-        done = _predict_share((cells, plan[0] if plan else [], gpu, n_gpus, device_map_rule, None))
+        done = _predict_share((cells, plan[0] if plan else [], gpu, options, None))
         for _, prediction in done:
             if progress:
                 progress(prediction.as_dict())
     else:
-        done = _in_workers(cells, plan, gpu, n_gpus, device_map_rule, progress)
+        done = _in_workers(cells, plan, gpu, options, progress)
     by_index = dict(done)
     return [by_index[i] for i in range(len(cells))]
 
 
-def _in_workers(cells, plan, gpu, n_gpus, rule, progress) -> list[tuple[int, Prediction]]:
+def _in_workers(cells, plan, gpu, options, progress) -> list[tuple[int, Prediction]]:
     """Each share in a forked worker; progress lines come back through a queue as cells finish."""
     import multiprocessing
     import threading
@@ -105,7 +110,7 @@ def _in_workers(cells, plan, gpu, n_gpus, rule, progress) -> list[tuple[int, Pre
         thread = threading.Thread(target=relay, daemon=True)
         thread.start()
         with context.Pool(len(plan)) as pool:
-            parts = pool.map(_predict_share, [(cells, share, gpu, n_gpus, rule, queue) for share in plan], chunksize=1)
+            parts = pool.map(_predict_share, [(cells, share, gpu, options, queue) for share in plan], chunksize=1)
         queue.put(None)
         thread.join()
     return [item for part in parts for item in part]

@@ -192,6 +192,23 @@ class Simulation(TensorMemoryTracker):
                     if level > window.peak.get(key, 0):
                         window.peak[key] = level
 
+    @contextlib.contextmanager
+    def sandbox(self):
+        """Work done inside leaves no trace: peaks, window peaks and counters are restored on exit (what it
+        allocates must be freed by then)."""
+        with self._lock:
+            peaks = dict(self._peak)
+            windows = [dict(w.peak) for w in self._windows]
+        counters = dict(self.counters)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._peak = peaks
+                for window, peak in zip(self._windows, windows, strict=False):
+                    window.peak = peak
+            self.counters = counters
+
     def live_bytes(self) -> dict[str, int]:
         with self._lock:
             return dict(self._current)
