@@ -76,13 +76,17 @@ def _plan(args, gpu) -> int:
         print(f"  [{elapsed:6.0f}s] {p['cell_id']} {p['status']} ({p['predict_seconds']:.1f}s)", file=sys.stderr,
               flush=True)  # fmt: skip
 
-    jobs = args.jobs or min(2, os.cpu_count() or 1)
+    jobs = _jobs(args)
     predictions, seconds = timed(lambda: predict_plan(cells, gpu, n_gpus=args.gpus, jobs=jobs, progress=progress))
     out = args.out or default_output(plan.profile, gpu, args.gpus)
     atomic_write_json(out, plan_record(plan.profile, gpu, args.gpus, predictions, seconds))
     print(table(predictions))
     print(f"{len(predictions)} cells predicted in {seconds:.0f} s; written to {out}")
     return 0
+
+
+def _jobs(args) -> int:
+    return args.jobs or min(2, os.cpu_count() or 1)
 
 
 def _compare(args) -> int:
@@ -92,7 +96,10 @@ def _compare(args) -> int:
 
     spec = plan_data("full.json")["attribution"]
     settings = {**shared_settings(spec, {}), "method_options": spec["method_options"]}
-    summary, _ = compare_original(settings)
+    def progress(p: dict) -> None:
+        print(f"  {p['cell_id']} {p['status']} ({p['predict_seconds']:.1f}s)", file=sys.stderr, flush=True)
+
+    summary, _ = compare_original(settings, jobs=_jobs(args), progress=progress)
     atomic_write_json(args.out or COMPARE_OUTPUT, summary)
     print(json.dumps(summary, indent=1) if args.json else describe(summary))
     return 0
