@@ -96,6 +96,7 @@ def _compare(args) -> int:
 
     spec = plan_data("full.json")["attribution"]
     settings = {**shared_settings(spec, {}), "method_options": spec["method_options"]}
+
     def progress(p: dict) -> None:
         print(f"  {p['cell_id']} {p['status']} ({p['predict_seconds']:.1f}s)", file=sys.stderr, flush=True)
 
