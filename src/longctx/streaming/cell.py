@@ -49,8 +49,11 @@ def run_cell(cfg: StreamingEvalConfig, inputs: dict, out_path) -> dict:
     runs, raw = [], []
     try:
         evaluate = make_evaluator(model, token_ids, budget, cfg.impl, cfg.compile, cfg.profile_maintenance, True)
+        memory = PeakMemory(cuda=device.type == "cuda", baseline=model)
         for index in range(cfg.warmup + cfg.repeats):
-            with PeakMemory(cuda=device.type == "cuda") as memory:
+            if index == cfg.warmup:
+                memory.exact_pass(evaluate)  # CPU only: untimed, after the warm-up
+            with memory.timed():
                 run = evaluate()
             if index >= cfg.warmup:
                 runs.append(run)
