@@ -31,11 +31,8 @@ import torch
 from longctx.measure.tensor_memory import TensorMemoryTracker
 
 CUDA_SOURCE = "cuda caching allocator: max_memory_allocated / max_memory_reserved"
-TENSOR_SOURCE = (
-    "cpu exact live tensor-storage bytes (TorchDispatchMode tracker at aten-op boundaries), peak incl. tensors"
-    " live at entry; reserved = allocated (no allocator cache is counted)"
-)
-SEPARATE_PASS = "; measured in one extra untimed run before the timed runs (torch.compile'd code runs eagerly in it)"
+TENSOR_SOURCE = "cpu: exact peak of live tensor bytes (TorchDispatchMode tracker; reserved = allocated)"
+SEPARATE_PASS = ", counted in one extra untimed run after the warm-up (compiled code runs eagerly in it)"
 
 
 def synchronize() -> None:

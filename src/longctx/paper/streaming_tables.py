@@ -7,7 +7,7 @@ stale mark when either side is a stale result reused under ALLOW_STALE=1.
 
 from __future__ import annotations
 
-from longctx.paper.latex import MISSING, escape, fmt_fixed, fmt_summary, fmt_summary_sig, mark
+from longctx.paper.latex import MISSING, escape, fmt_fixed, fmt_sig, fmt_summary, fmt_summary_sig, mark
 from longctx.paper.render import MISMATCH_MARK, Table
 from longctx.paper.store import ResultView
 from longctx.results import StoredResult
@@ -66,7 +66,7 @@ def quality_speed_cells(
 
 def peak_gib(result: StoredResult | None) -> str:
     peak = None if result is None else result.metrics.peak_mem.allocated_bytes.mean
-    return mark(fmt_fixed(None if peak is None else peak / GIB, 2), result)
+    return mark(fmt_sig(None if peak is None else peak / GIB, 3), result)  # exact CPU peaks of tiny models are MiB
 
 
 def memory_source_note(results: list[StoredResult | None]) -> str:
