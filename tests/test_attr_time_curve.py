@@ -220,7 +220,29 @@ def test_explain_cli_writes_matrix(tiny_dir, tmp_path, capsys):
     n_user, n_gen = data["user_prompt_span"][1] - data["user_prompt_span"][0], len(data["generation_ids"])
     assert len(data["matrix"]) == n_gen and all(len(row) == n_user + n_gen for row in data["matrix"])
     assert len(data["prompt_tokens"]) == n_user and len(data["generation_tokens"]) == n_gen
-    for g, row in enumerate(data["matrix"]):
-        assert all(v is None for v in row[n_user + g :]) and all(v is not None for v in row[: n_user + g])
+    for g, row in enumerate(data["matrix"]):  # row g: sink = the output token's own position, 0 beyond it
+        assert all(v == 0 for v in row[n_user + g + 1 :]) and all(v is not None for v in row)
     assert data["config"]["method"] == "ifr_all_positions" and "provenance" in data and data["eos_counts"]
     assert data["config"]["options"] == {"chunk_tokens": 128, "sink_chunk_tokens": 3}
+    assert data["input_ids"] == data["prompt_ids"] + data["generation_ids"]
+    u0, u1 = data["user_prompt_span"]
+    assert data["column_positions"] == list(range(u0, u1)) + data["row_positions"]
+    assert data["row_positions"] == list(range(data["prompt_len"], len(data["input_ids"])))
+
+
+def test_explain_reference_protocol_records_the_span_vectors(tiny_dir, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("VAR ABCDE = 12345. Question: which variables hold 12345?")
+    out = tmp_path / "a.json"
+    argv = ["attribution", "explain", "--model", str(tiny_dir / "tiny-qwen3"), "--protocol", "reference",
+            "--attn-implementation", "eager", "--method", "ifr_multi_hop", "--prompt-file", str(prompt),
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["protocol"] == "reference" and data["config"]["dtype"] == "float32"
+    assert data["input_construction"]["construction"].startswith("reference:")
+    scores = data["span"]["scores_by_position"]
+    assert len(scores) == len(data["input_ids"]) and len(data["span"]["hops_by_position"]) == 2
+    for row in data["matrix"]:
+        assert row == pytest.approx([scores[p] for p in data["column_positions"]])
+    assert data["method_details"]["sink_span_absolute"] == [data["prompt_len"], len(data["input_ids"]) - 1]
