@@ -128,7 +128,8 @@ def test_summary_csv_stays_valid_with_hostile_messages(tmp_path):
         {**identity, "repeat": 1, "status": "ok", "time_sec": 2.0, "peak_mem": _peak(10**9, 2 * 10**9)},
         {**identity, "repeat": 2, "status": "ok", "time_sec": 4.0, "peak_mem": _peak(3 * 10**9, 4 * 10**9)},
     ]
-    config = {"method": "IG", "prompt_len": 1, "output_len": 2}
+    rows[1]["attn_implementation"] = "eager"  # the kernel the worker loaded (recorded per run)
+    config = {"method": "IG", "prompt_len": 1, "output_len": 2, "protocol": "reference", "dtype": "float16"}
     stored = parse_result(
         build_result(
             study="attribution",
@@ -149,6 +150,7 @@ def test_summary_csv_stays_valid_with_hostile_messages(tmp_path):
     assert float(rec["time_std_sample"]) == pytest.approx(2**0.5)
     assert float(rec["peak_mem_mean"]) == 3.0 and float(rec["peak_mem_allocated_mean"]) == 2.0  # GB, reserved
     assert (rec["n_ok"], rec["n_runs"]) == ("2", "3")
+    assert (rec["protocol"], rec["dtype"], rec["attn_implementation"]) == ("reference", "float16", "eager")
 
 
 def test_plan_cell_writes_result(tiny_dir, tmp_path):
