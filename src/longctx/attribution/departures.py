@@ -19,7 +19,7 @@ DEPARTURES: list[Departure] = [
 # Rows below: the gradient, relevance and perturbation methods and the driver. Value effects are measured on the
 # original-code fixture's ids (tiny Qwen3, fp32, eager, CPU) by scripts/measure_attribution_departures.py:
 # "r" is the Pearson correlation of efficient vs reference over the cells both define.
-_FIXTURE = "fixture ids, tiny Qwen3 fp32 (scripts/measure_attribution_departures.py)"
+_FIXTURE = "fixture ids, tiny Qwen3 fp32; scripts/measure_attribution_departures.py"
 _TIME = "time/memory: the paper's reference vs efficient series (GPU profiles)"
 
 DEPARTURES += [
