@@ -96,6 +96,25 @@ def test_nonpositive_prompt_and_init_error_rows(tiny_dir, tmp_path):
     assert row["status"].startswith("init_error: UsageError") and row["time_sec"] is None
 
 
+def test_reference_cell_uses_the_originals_inputs_and_records_protocol_and_kernel(tiny_dir):
+    """A reference cell (in process): the original's construction (" " + prompt re-tokenized, wrapper), the
+    actual lengths, protocol and kernel in every row; a non-eager kernel is a recorded runtime error."""
+    from longctx.attribution.worker import run_job
+
+    rows = []
+    cfg = _cell(tiny_dir, method="ifr_multi_hop", protocol="reference", attn_implementation="eager", repeats=1)
+    run_job(cfg, rows.append)
+    (row,) = rows
+    assert row["status"] == "ok" and row["protocol"] == "reference" and row["attn_implementation"] == "eager"
+    assert row["input_construction"].startswith("reference:")
+    assert row["actual_generation"] == cfg.output_len + 1
+    assert describe_inputs(cfg)["data"]["n_tokens"] == row["actual_user_prompt"]
+    rows.clear()
+    run_job(_cell(tiny_dir, method="ifr_multi_hop", protocol="reference", attn_implementation="sdpa", repeats=1),
+            rows.append)  # fmt: skip
+    assert rows[0]["status"].startswith("runtime_error: UsageError") and "eager" in rows[0]["status"]
+
+
 def test_crashed_worker_gives_runtime_error_rows(tiny_dir, monkeypatch):
     def crash(cmd, stderr, check):
         stderr.write("Fatal: unspecified launch failure\n")

@@ -4,7 +4,8 @@ Each study lists its departures in ``<study>/departures.py`` as ``Departure`` ro
 section (``longctx docs``) and the paper's departures table are both generated from ``all_departures()``, so
 they cannot drift. ``protocol`` says where the difference lives: ``efficient`` (the reference protocol follows
 the original there), ``both`` (neither protocol can follow it, e.g. hardware), ``reference`` (a documented
-residue the reference protocol cannot remove).
+residue the reference protocol cannot remove), ``none`` (no difference remains: an earlier version of this
+artifact differed, and the row keeps what that changed, measured).
 """
 
 from __future__ import annotations

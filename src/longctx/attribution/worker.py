@@ -74,6 +74,7 @@ def _lengths(inputs: AttributionInputs) -> dict:
         "actual_generation": counts["generation"],
         "actual_total": counts["total"],
         "chat_template_used": counts["chat_template_used"],
+        "input_construction": inputs.details.get("construction"),
     }
 
 
@@ -87,9 +88,7 @@ def run_job(cfg: TimeCellConfig, emit) -> None:
             emit(status_row(identity, f"init_error: {type(exc).__name__}: {exc}", str(exc)))
         return
     extra = {**_lengths(inputs), "model": cfg.model, "dtype": cfg.dtype, "protocol": cfg.protocol}
-    extra["input_construction"] = inputs.details.get("construction")
-    if lm is not None:
-        extra["attn_implementation"] = lm.info["attn_implementation"]
+    extra["attn_implementation"] = getattr(lm.model.config, "_attn_implementation", None) if lm else None
     if lm is None:
         for identity in identities:
             emit({**status_row(identity, SKIPPED_CONTEXT), **extra})
