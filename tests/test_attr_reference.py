@@ -226,3 +226,17 @@ def test_reference_attention_needs_a_kernel_that_returns_maps(case):
     )
     with pytest.raises(UsageError, match="--attn-implementation eager"):
         gradient_reference.original_attention_scores(model, inputs)
+
+
+def test_reference_setup_does_the_originals_untimed_work_before_timing(setup):
+    """spaCy's pipeline (built at import in the original) and the masked LM (its constructor) are ready
+    before the first timed reference run."""
+    from longctx.attribution.methods.reagent import load_masked_lm
+    from longctx.attribution.original_sentences import spacy_pipeline
+
+    model, _, _ = setup
+    for name in ("perturbation_all", "perturbation_CLP", "perturbation_REAGENT"):
+        method_spec(name).reference_setup(model, method_options(name))
+    assert spacy_pipeline.cache_info().currsize == 1
+    assert load_masked_lm.cache_info().currsize == 1
+    assert all(method_spec(name).reference_setup is None for name in ("IG", "attention_I_G", "attnlrp"))

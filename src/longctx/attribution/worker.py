@@ -94,6 +94,8 @@ def run_job(cfg: TimeCellConfig, emit) -> None:
             emit({**status_row(identity, SKIPPED_CONTEXT), **extra})
         return
     warm_failure = None
+    if cfg.protocol == "reference" and cfg.spec.reference_setup is not None:
+        cfg.spec.reference_setup(lm.model, cfg.options)
     for _ in range(cfg.warmup):
         try:
             measure_once(lm, inputs, cfg)

@@ -20,7 +20,11 @@ from tqdm.auto import tqdm
 from longctx.attribution.embeddings import auto_batch_size, embedding_device
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, NoOptions, register
-from longctx.attribution.methods.perturbation_reference import perturbation_all_reference, perturbation_clp_reference
+from longctx.attribution.methods.perturbation_reference import (
+    build_sentence_splitter,
+    perturbation_all_reference,
+    perturbation_clp_reference,
+)
 from longctx.attribution.sentences import SPLITTER, sentence_spans
 from longctx.models import eos_id
 
@@ -154,6 +158,7 @@ register(
         NoOptions,
         perturbation_all,
         reference=perturbation_all_reference,
+        reference_setup=build_sentence_splitter,
     )
 )
 register(
@@ -164,5 +169,6 @@ register(
         NoOptions,
         perturbation_clp,
         reference=perturbation_clp_reference,
+        reference_setup=build_sentence_splitter,
     )
 )
