@@ -245,3 +245,13 @@ def test_profile_mark_for_smoke_and_timing_but_not_full(profile, banner, tmp_pat
         generate_tables(load_plan(name, env={}), tmp_path / "results", tmp_path / name)
     assert banner in (tmp_path / profile / "profile.tex").read_text()
     assert r"\newcommand{\ProfileMark}{}" in (tmp_path / "full" / "profile.tex").read_text()
+
+
+def test_flashtrace_macros_not_in_plan_without_both_methods(tmp_path):
+    from longctx.plan import load_plan
+
+    plan = load_plan("smoke", env={"STUDIES": "attribution", "ATTR_FUNCS": "IG,ifr_multi_hop"})
+    write_all(tmp_path / "results", plan)
+    _, read = generate(plan, tmp_path)
+    for name in ("FlashTraceVsIFRSpeedup", "FlashTraceTimeEfficient"):
+        assert rf"\newcommand{{\{name}}}{{\notinplan{{}}}}" in read("macros")

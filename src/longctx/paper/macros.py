@@ -83,8 +83,8 @@ def flashtrace_macros(view: ResultView, protocol: str) -> list[tuple[str, str]]:
             fast, slow = view.get(cell), view.get(other)
             if _comparable(fast, slow):
                 both_ok.append((length, fast, slow))
-    if not group:
-        return []
+    if not {FLASHTRACE, IFR} <= {c.config["method"] for c in group}:
+        return []  # the plan does not compare them (\notinplan)
     if not both_ok:
         return [(name, MISSING) for name in names]
     length, fast, slow = max(both_ok, key=lambda item: item[0])
