@@ -172,7 +172,9 @@ METHODS: list[Departure] = [
         original="fp16 weights, attn_implementation='eager', for every method (rtc load_model_balanced)",
         efficient="the plan's dtype (bfloat16 on timing/full) and transformers' default kernel (sdpa)",
         why="bf16 does not overflow in long attention sums; sdpa never materializes [H, T, T] weights",
-        effect=f"values: rounding only; {_TIME}; reference cells run fp16 + eager (fp32 + eager on smoke)",
+        effect="values: fixture model in fp16 (CPU) vs the original's fp32 output, max diff 0.17% (IG), 0.18% "
+        "(attention×IG), 0.15% (AttnLRP), 0.56% (perturbation), 0.51% (CLP), 0.77% (ReAGent) of the max; "
+        f"{_TIME}; reference cells run fp16 + eager (fp32 + eager on smoke)",
     ),
     Departure(
         study="attribution",
