@@ -73,8 +73,20 @@ ROUTING: list[Departure] = [
         "proximity of the head-summed route (issue #11 item 1)",
         why="the original's and the paper's definition",
         effect="head-summed vs original: IFR corr 0.974, max diff 24%; FlashTrace corr 0.938, 43%; both 0.914, 39%. "
-        "Now: efficient vs original within 3e-6 (IFR), 1.3e-5 (FlashTrace), 8e-6 (both); reference exact",
+        "Now: efficient vs original within 1.4e-5 (IFR), 1.3e-5 (FlashTrace), 9e-6 (both); reference exact",
         protocol="none",
+    ),
+    Departure(
+        study="attribution",
+        item="IFR / FlashTrace: proximity arithmetic",
+        original="max(0, ||y||_1 - ||y - c||_1) as the difference of two fp32 L1 norms (ifr_core): a contribution "
+        "much smaller than the residual is lost in the rounding of ||y||_1, and more of them as T grows",
+        efficient="the same quantity summed per dimension as s c - 2 relu(s c - |y|) with s = sign(y), which has "
+        "no cancellation (attribution/routes.py); the reference keeps the original's form",
+        why="accuracy: the original's small scores are rounding noise at long sequences",
+        effect="tiny Qwen3 (explain, T=1973): the original's FlashTrace E0 (fp32) is 1.5e-4 of the largest score away "
+        "from a float64 evaluation, the efficient fp32 one 3e-6; explain vs original (max diff, FlashTrace) 1.5e-4 "
+        "(T=1973), 1.1e-4 (T=1166), 1.4e-5 (T=109)",
     ),
     Departure(
         study="attribution",
@@ -108,9 +120,9 @@ ROUTING: list[Departure] = [
         "recomputed from post-RoPE q/k a chunk of sinks at a time, values a chunk of sources at a time; one pass "
         "per hop",
         why="memory linear in the sequence (issue #13): the original's maps are 232 GB at T = 10k on Qwen3-8B",
-        effect="values: see the proximity row. CPU, 1 core, tiny Qwen3 (hidden 64, 2 layers), exact tensor bytes: "
-        "FlashTrace T=1055: 0.29 s / 72 MiB (reference, eager) vs 0.38 s / 3.6 MiB (efficient, sdpa); T=4055: "
-        "8.75 s / 1067 MiB vs 5.21 s / 13.8 MiB. GPU: not measured",
+        effect="values: see the proximity rows. CPU (1 thread on a shared 2-core machine), tiny Qwen3 (hidden 64, 2 "
+        "layers), exact tensor bytes: FlashTrace T=1055: 0.52 s / 72 MiB (reference, eager) vs 0.73 s / 3.6 MiB "
+        "(efficient, sdpa); T=4055: 11.1 s / 1067 MiB vs 5.1 s / 13.8 MiB. GPU: not measured",
     ),
     Departure(
         study="attribution",
@@ -120,8 +132,8 @@ ROUTING: list[Departure] = [
         efficient="sink_chunk_tokens sinks per block (plans: 32; the reference keeps 1), heads taken in groups of at "
         "most 2^25 elements per block",
         why="fewer, larger kernels",
-        effect="CPU, tiny Qwen3, T=1055 (with the map storage above): 5.84 s / 57.7 MiB (reference) vs 0.84 s / "
-        "10.9 MiB (efficient, incl. the 4.2 MiB result). GPU: not measured",
+        effect="CPU, tiny Qwen3, T=1055 (with the map storage above): 10.5 s / 57.7 MiB (reference) vs 1.6 s / "
+        "11.0 MiB (efficient, incl. the 4.2 MiB result). GPU: not measured",
     ),
     Departure(
         study="attribution",
