@@ -244,3 +244,49 @@ def check_claims(plan: Plan, results_dir: str | Path, claims: tuple[Claim, ...] 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:
     return {status: sum(o.status == status for o in outcomes) for status in STATUSES}
+
+
+def original_sources(claim: Claim) -> list[str]:
+    """The original result files the claim's expected value is read from (through ``longctx.original``)."""
+    if claim.original is None:
+        return []
+    from longctx.original.attribution import original_cell
+    from longctx.original.streaming import published_result
+
+    sources = []
+    for ref in claim.original:
+        for key in ref.keys:
+            if ref.study == "streaming":
+                record = published_result(key)
+                sources.append(f"cs3602@{record.source.commit}:{record.source.path}")
+            else:
+                cell = original_cell(*key)
+                sources.append(cell.source if cell else f"{ref.describe()} (never measured)")
+    return list(dict.fromkeys(sources))
+
+
+def _make_target(claim: Claim) -> str:
+    if set(claim.profiles) == {"smoke", "timing", "full"}:
+        return "`make paper` (any profile), `make check`"
+    return f"`make paper PROFILE={' or '.join(reversed(claim.profiles))}`, `make check`"
+
+
+def markdown_table(claims: tuple[Claim, ...] = CLAIMS) -> str:
+    """The README's claims table: one row per claim, generated (``longctx docs``)."""
+    rows = [
+        "| claim | protocol | paper | make target | time, GPU, disk | expected value (tolerance) | from |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        original = original_value(c)
+        expected = expected_text(c, expected_value(c), original).removeprefix("expected ")
+        source = "; ".join(original_sources(c)) if c.target is None else (c.target_source or "")
+        if c.target is not None and c.original:
+            source += " (original: " + "; ".join(original_sources(c)) + ")"
+        if c.hardware:
+            expected += f" (comparable on an {c.hardware} only)"
+        if c.hardware_note:
+            expected += f" (absolute time of {c.hardware_note}: reported, not compared)"
+        cells = [f"`{c.id}`: {c.statement}", c.protocol, c.paper, _make_target(c), c.cost, expected, source or "–"]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
