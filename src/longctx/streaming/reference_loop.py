@@ -90,7 +90,7 @@ class _Loss:
         return float(torch.exp(torch.tensor(self.total / self.count, dtype=torch.float32)))
 
 
-@torch.inference_mode()
+@torch.no_grad()  # as the original (inference_mode would skip autograd bookkeeping it paid for)
 def evaluate_reference(
     model, ids: torch.Tensor, budget: Budget, quirks: Quirks = Quirks(), progress: bool = False
 ) -> StreamRun:
