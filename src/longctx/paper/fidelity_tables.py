@@ -10,16 +10,10 @@ from pathlib import Path
 
 from longctx.claims import format_value
 from longctx.claims_check import check_claims, expected_text
-from longctx.departures import Departure, all_departures
+from longctx.departures import WHERE, Departure, all_departures
 from longctx.paper.latex import escape
 from longctx.paper.render import render
 from longctx.plan import Plan
-
-WHERE = {
-    "efficient": "the reference protocol follows the original here",
-    "both": "neither protocol can follow the original here",
-    "reference": "the reference protocol keeps this difference too",
-}
 
 
 def _column(width: float) -> str:
