@@ -277,3 +277,24 @@ def test_ifr_all_positions_memory_besides_its_result_is_linear(tiny_dir):
                    (128, 512, 2048))  # fmt: skip
     growth = (peaks[2048] - peaks[128]) / (peaks[512] - peaks[128])
     assert 4 < growth < 6.5, peaks
+
+
+@pytest.mark.parametrize("block_elements", [1, 1 << 25])
+def test_head_proximity_sum_is_exact_per_head_and_free_of_cancellation(monkeypatch, block_elements):
+    """Per (source, head) proximities summed over heads, heads grouped or not, equal to a float64 evaluation
+    even for contributions a million times smaller than the residual (where ||y|| - ||y - c|| in fp32 is noise)."""
+    from longctx.attribution import routes
+
+    monkeypatch.setattr(routes, "BLOCK_ELEMENTS", block_elements)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 64, generator=gen) * 100
+    weights = torch.rand(4, 3, 5, generator=gen) * torch.tensor([1.0, 1e-6, 1e-3, 1.0, 0.5])[None, None]
+    values = torch.randn(4, 5, 64, generator=gen)
+    contrib = (weights[..., None] * values[:, None]).double()
+    y64 = y.double()[None, :, None]
+    expected = (y64.abs().sum(-1) - (y64 - contrib).abs().sum(-1)).clamp_min(0).sum(0)
+    got = routes.head_proximity_sum(y, weights, values)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(
+        routes.residual_proximity(y, y * 0.3).double(), 0.3 * y.double().abs().sum(-1), rtol=1e-6, atol=0
+    )

@@ -226,3 +226,33 @@ def test_reference_attention_needs_a_kernel_that_returns_maps(case):
     )
     with pytest.raises(UsageError, match="--attn-implementation eager"):
         gradient_reference.original_attention_scores(model, inputs)
+
+
+def test_reference_setup_does_the_originals_untimed_work_before_timing(setup):
+    """spaCy's pipeline (built at import in the original) and the masked LM (its constructor) are ready
+    before the first timed reference run."""
+    from longctx.attribution.methods.reagent import load_masked_lm
+    from longctx.attribution.original_sentences import spacy_pipeline
+
+    model, _, _ = setup
+    for name in ("perturbation_all", "perturbation_CLP", "perturbation_REAGENT"):
+        method_spec(name).reference_setup(model, method_options(name))
+    assert spacy_pipeline.cache_info().currsize == 1
+    assert load_masked_lm.cache_info().currsize == 1
+    assert all(method_spec(name).reference_setup is None for name in ("IG", "attention_I_G", "attnlrp"))
+
+
+@pytest.mark.parametrize("name", ["attnlrp", "perturbation_all", "perturbation_CLP"])
+def test_reference_protocol_runs_in_fp16_as_the_original_loads_the_model(setup, expected, name):
+    """fp16 weights (the original's dtype), on CPU: the same NaN layout, values within 1% of the fp32 output."""
+    from transformers import AutoModelForCausalLM
+
+    _, tokenizer, inputs = setup
+    model = AutoModelForCausalLM.from_pretrained(
+        FIXTURES / "model", dtype=torch.float16, attn_implementation="eager", local_files_only=True
+    ).eval()
+    result = method_spec(name).runner("reference")(model, tokenizer, inputs, method_options(name)).matrix
+    reference = expected[f"{name}.attribution_matrix"]
+    assert torch.equal(torch.isnan(result), torch.isnan(reference))
+    scale = float(torch.nan_to_num(reference).abs().max())
+    torch.testing.assert_close(result, reference, rtol=0, atol=0.01 * scale, equal_nan=True)

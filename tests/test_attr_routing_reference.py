@@ -118,3 +118,14 @@ def test_both_with_only_an_eos_is_all_nan(fixture_run):
     for protocol in ("reference", "efficient"):
         matrix = _run("ifr_multi_hop_both", protocol, model, tok, inputs).as_matrix(inputs)
         assert matrix.shape == (1, inputs.n_user + 1) and torch.isnan(matrix).all()
+
+
+def test_reference_runs_in_fp16_close_to_fp32(fixture_run):
+    """The reference keeps the original's fp16 steps; on the fixture model they move scores by well under 1%."""
+    model, tok, inputs = fixture_run
+    half = AutoModelForCausalLM.from_pretrained(
+        FIXTURES / "model", dtype=torch.float16, attn_implementation="eager", local_files_only=True
+    ).eval()
+    for name in ROUTING:
+        full = _run(name, "reference", model, tok, inputs).as_matrix(inputs)
+        _close(_run(name, "reference", half, tok, inputs).as_matrix(inputs), full, 1e-2)

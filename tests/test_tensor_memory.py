@@ -176,17 +176,25 @@ def test_tiny_lm_forward_peak_on_meta_equals_cpu(name, kwargs):
         with torch.no_grad(), TensorMemoryTracker(baseline=model) as mem:
             model(ids, **call)
         results.append(mem.stats().total)
-    cpu, meta = results
-    assert cpu == meta
-    assert abs(meta.peak_bytes - cpu.peak_bytes) <= 0.05 * cpu.peak_bytes
+    _assert_same_levels(*results)
+
+
+def _assert_same_levels(cpu, meta):
+    """Equal absolute peak and end levels. A scalar that transformers makes with ``torch.tensor`` on meta (the
+    mask's fill value in 5.17) is first seen when an op reads it, so it counts as live at entry there and as an
+    allocation on the CPU: the entry/above-entry split may differ by such scalars, the absolute levels may not."""
+    assert cpu.peak_bytes == meta.peak_bytes
+    assert cpu.entry_bytes + cpu.current_above_entry_bytes == meta.entry_bytes + meta.current_above_entry_bytes
+    assert abs(cpu.entry_bytes - meta.entry_bytes) <= 64
 
 
 def test_tiny_lm_backward_peak_on_meta_equals_cpu():
     cpu = _forward_backward_stats(_tiny_lm("tiny-qwen3", "cpu"))
     meta_model = _tiny_lm("tiny-qwen3", "meta")
     meta = _forward_backward_stats(meta_model)
-    assert cpu.total == meta.total
-    assert meta.total.current_above_entry_bytes == sum(p.nbytes for p in meta_model.parameters())  # the .grad
+    _assert_same_levels(cpu.total, meta.total)
+    grads = sum(p.nbytes for p in meta_model.parameters())
+    assert abs(meta.total.current_above_entry_bytes - grads) <= 64  # the .grad
 
 
 def test_attention_weights_show_the_quadratic_term():

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "longctx.commands.bench",
     "longctx.commands.docs",
     "longctx.commands.predict",
+    "longctx.commands.claims",
 )
 
 

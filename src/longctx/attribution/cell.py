@@ -28,13 +28,12 @@ def load_sample(cfg: TimeCellConfig):
 
 
 def cell_inputs(cfg: TimeCellConfig, tokenizer, text: str) -> AttributionInputs:
-    """The cell's teacher-forced inputs: the original's construction for the reference protocol (" " + P tiled
-    ids decoded, "Context:...Query:" wrapper, target + EOS as text), exactly P user tokens for efficient."""
-    if cfg.protocol == "reference":
-        from longctx.attribution.reference_inputs import reference_inputs_to_length
+    """The cell's inputs as its protocol builds them: the original's construction (reference: P tiled ids
+    decoded, " " + prompt in the wrapper, P-1 user tokens with Qwen3) or exactly P user ids (efficient)."""
+    from longctx.attribution.reference_inputs import reference_inputs_to_length
 
-        return reference_inputs_to_length(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
-    return build_length_controlled_inputs(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
+    build = reference_inputs_to_length if cfg.protocol == "reference" else build_length_controlled_inputs
+    return build(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
 
 
 def describe_inputs(cfg: TimeCellConfig) -> dict:
@@ -50,8 +49,8 @@ def describe_inputs(cfg: TimeCellConfig) -> dict:
     sample = load_sample(cfg)
     data = {"source": sample.source, "sample_id": sample.sample_id, "sha256_text": sample.sha256}
     if cfg.prompt_len > 0:
-        ids = cell_inputs(cfg, tokenizer_for(cfg.model, cfg.tokenizer), sample.text).user_ids
-        data.update(n_tokens=len(ids), token_ids_sha256=token_ids_sha256(ids))
+        inputs = cell_inputs(cfg, tokenizer_for(cfg.model, cfg.tokenizer), sample.text)
+        data.update(n_tokens=inputs.n_user, token_ids_sha256=token_ids_sha256(inputs.user_ids))
     return {"model": model, "data": data}
 
 

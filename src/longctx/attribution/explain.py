@@ -22,16 +22,36 @@ def read_prompt(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def explain_inputs(cfg: ExplainConfig, tokenizer, prompt: str):
-    """The reference protocol builds its inputs as the original does (wrapper, target + EOS as text); the
-    efficient one places the prompt's ids in the chat template."""
+def build_explain_inputs(cfg: ExplainConfig, tokenizer, prompt: str):
+    """The protocol's inputs: the original's construction (reference) or the user ids placed verbatim (efficient)."""
     from longctx.attribution.inputs import build_inputs
-
-    if cfg.protocol != "reference":
-        return build_inputs(tokenizer, prompt, cfg.target_text, append_eos=not cfg.no_eos)
     from longctx.attribution.reference_inputs import reference_inputs
 
-    return reference_inputs(tokenizer, prompt, cfg.target_text)
+    if cfg.protocol == "reference":
+        if cfg.no_eos:
+            raise UsageError("--no-eos has no reference form: the original always scores the EOS")
+        return reference_inputs(tokenizer, prompt, cfg.target_text)
+    return build_inputs(tokenizer, prompt, cfg.target_text, append_eos=not cfg.no_eos)
+
+
+def positions_record(inputs, result) -> dict:
+    """What makes the matrix unambiguous: the whole sequence, which position each row and column stands for,
+    and, for span methods, the result vectors over every position (the original's ``token_importance_total``
+    per hop and the combined ``observation['sum']``)."""
+    record = {
+        "input_ids": inputs.input_ids[0].tolist(),
+        "prompt_ids": inputs.prompt_ids,
+        "prompt_len": inputs.prompt_len,
+        "column_positions": inputs.column_positions().tolist(),
+        "row_positions": inputs.generation_positions().tolist(),
+    }
+    if result.span is not None:
+        record["span"] = {
+            "scores_by_position": result.span.scores.tolist(),
+            "hops_by_position": [hop.tolist() for hop in result.span.hops],
+            "rows": result.span.rows.tolist(),
+        }
+    return record
 
 
 def explain(cfg: ExplainConfig, out: Path) -> dict:
@@ -43,8 +63,6 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
     from longctx.results import atomic_write_json, build_result
 
     prompt = read_prompt(Path(cfg.prompt_file))
-    if cfg.protocol == "reference" and cfg.no_eos:
-        raise UsageError("--no-eos is not available with --protocol reference: the original always scores the EOS")
     started, before = utc_now(), observed_now()
     lm = load_causal_lm(
         cfg.model,
@@ -55,7 +73,7 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
         seed=cfg.seed,
         attn_implementation=cfg.attn_implementation,
     )
-    inputs = explain_inputs(cfg, lm.tokenizer, prompt)
+    inputs = build_explain_inputs(cfg, lm.tokenizer, prompt)
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:
         raise UsageError(f"prompt + output is {inputs.total} tokens; the model's context is {limit}")
@@ -79,16 +97,16 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
         started_utc=started,
         observed_before=before,
         extra={
-            "matrix": _nan_to_none(result.matrix),
-            "input_ids": inputs.prompt_ids,
+            "matrix": _nan_to_none(result.as_matrix(inputs)),
+            **positions_record(inputs, result),
             "user_prompt_span": list(inputs.user_span),
             "generation_ids": inputs.generation_ids,
             "prompt_tokens": prompt_tokens,
             "generation_tokens": generation_tokens,
             "eos_counts": inputs.eos_counts,
             "chat_template_used": inputs.chat_template_used,
-            "input_construction": inputs.details.get("construction"),
             "method_details": result.details,
+            "input_construction": inputs.details,
         },
     )
     atomic_write_json(out, record)

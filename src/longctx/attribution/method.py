@@ -70,6 +70,9 @@ class MethodSpec:
     options: type  # frozen dataclass of the method's settings
     run: Callable[..., AttributionResult]  # the efficient protocol: this artifact's implementation
     reference: Callable[..., AttributionResult] | None = None  # the original experiment's code path
+    # (model, options) -> None, run once before the reference runs are timed: what the original does outside
+    # its timed call (spaCy's pipeline is built at import, the masked LM in the attributor's constructor)
+    reference_setup: Callable[..., None] | None = None
 
     def runner(self, protocol: str) -> Callable[..., AttributionResult]:
         """The implementation of ``protocol`` (``reference`` | ``efficient``)."""

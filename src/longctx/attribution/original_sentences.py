@@ -28,7 +28,7 @@ def splitter_description() -> str:
 
 
 @lru_cache(maxsize=1)
-def _pipeline():
+def spacy_pipeline():
     """The blank English pipeline with the sentencizer and the newline rule after it (built once)."""
     import spacy
     from spacy.language import Language
@@ -52,7 +52,7 @@ def split_sentences(text: str, eos_text: str | None) -> list[str]:
     """The original's ``create_sentences``: spaCy sentences with the gaps between them attached (a gap of
     exactly one newline goes to the end of the next sentence, any other gap to its start); text after the last
     sentence is dropped; an EOS text inside the last sentence is moved out into a sentence of its own."""
-    joined = attach_gaps(text, [span.text for span in _pipeline()(text).sents])
+    joined = attach_gaps(text, [span.text for span in spacy_pipeline()(text).sents])
     if eos_text and joined and eos_text in joined[-1]:
         joined[-1] = joined[-1].replace(eos_text, "")
         joined.append(eos_text)

@@ -135,7 +135,7 @@ def summary_row(result: StoredResult) -> dict:
         "peak_mem_std": _population_std(reserved),
         "statuses": "|".join(metrics.statuses),
         "protocol": config.get("protocol", "efficient"),
-        "dtype": config["dtype"],
+        "dtype": config.get("dtype"),
         "attn_implementation": next(
             (run["attn_implementation"] for run in result.runs if run.get("attn_implementation")),
             config.get("attn_implementation"),

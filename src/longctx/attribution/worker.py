@@ -2,7 +2,8 @@
 
 JOB is a ``TimeCellConfig`` as JSON; one JSON row per repeat is appended to OUT (flushed) as soon as it is
 measured, so a crash keeps the rows already done. Timing is wall clock around the method call only,
-devices synchronized; peak memory comes from ``longctx.measure.memory.PeakMemory``.
+devices synchronized; peak memory comes from ``longctx.measure.memory.PeakMemory`` (on CPU: one extra
+untimed call under the exact tensor tracker, after the warm-up).
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ def prepare(cfg: TimeCellConfig):
     return inputs, lm
 
 
-def measure_once(lm, inputs: AttributionInputs, cfg: TimeCellConfig) -> dict:
-    """Time and peak memory of one method call."""
-    with PeakMemory() as memory:
+def call_method(lm, inputs: AttributionInputs, cfg: TimeCellConfig):
+    """The cell's method on its inputs: what the warm-up, the exact memory pass and each timed repeat call."""
+    return cfg.spec.runner(cfg.protocol)(lm.model, lm.tokenizer, inputs, cfg.options)
+
+
+def measure_once(lm, inputs: AttributionInputs, cfg: TimeCellConfig, memory: PeakMemory) -> dict:
+    """Time and peak memory of one method call (on CPU the peak of ``memory``'s exact pass)."""
+    with memory.timed():
         synchronize()
         start = time.perf_counter()
-        result = cfg.spec.runner(cfg.protocol)(lm.model, lm.tokenizer, inputs, cfg.options)
+        result = call_method(lm, inputs, cfg)
         synchronize()
         elapsed = time.perf_counter() - start
     row = {"status": STATUS_OK, "time_sec": elapsed, "peak_mem": memory.record(), "method_details": result.details}
@@ -74,6 +80,7 @@ def _lengths(inputs: AttributionInputs) -> dict:
         "actual_generation": counts["generation"],
         "actual_total": counts["total"],
         "chat_template_used": counts["chat_template_used"],
+        "input_construction": inputs.details.get("construction"),
     }
 
 
@@ -87,26 +94,27 @@ def run_job(cfg: TimeCellConfig, emit) -> None:
             emit(status_row(identity, f"init_error: {type(exc).__name__}: {exc}", str(exc)))
         return
     extra = {**_lengths(inputs), "model": cfg.model, "dtype": cfg.dtype, "protocol": cfg.protocol}
-    extra["input_construction"] = inputs.details.get("construction")
-    if lm is not None:
-        extra["attn_implementation"] = lm.info["attn_implementation"]
+    extra["attn_implementation"] = getattr(lm.model.config, "_attn_implementation", None) if lm else None
     if lm is None:
         for identity in identities:
             emit({**status_row(identity, SKIPPED_CONTEXT), **extra})
         return
     warm_failure = None
-    for _ in range(cfg.warmup):
-        try:
-            measure_once(lm, inputs, cfg)
-        except Exception as exc:  # noqa: BLE001 - any failure of the method is a measured status
-            warm_failure = exc
-            break
+    if cfg.protocol == "reference" and cfg.spec.reference_setup is not None:
+        cfg.spec.reference_setup(lm.model, cfg.options)
+    memory = PeakMemory(cuda=next(lm.model.parameters()).is_cuda, baseline=lm.model)
+    try:
+        for _ in range(cfg.warmup):
+            call_method(lm, inputs, cfg)
+        memory.exact_pass(lambda: call_method(lm, inputs, cfg))  # CPU only: untimed, after the warm-up
+    except Exception as exc:  # noqa: BLE001 - any failure of the method is a measured status
+        warm_failure = exc
     for identity in identities:
         row = {**identity, **extra}
         try:
             if warm_failure is not None:
                 raise warm_failure
-            row.update(measure_once(lm, inputs, cfg))
+            row.update(measure_once(lm, inputs, cfg, memory))
         except Exception as exc:  # noqa: BLE001 - any failure of the method is a measured status
             row.update(status=failure_status(exc), time_sec=None, error=f"{type(exc).__name__}: {exc}")
         gc.collect()

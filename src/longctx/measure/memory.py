@@ -1,27 +1,38 @@
 """The one peak-memory probe of every measurement, with one key schema.
 
-``with PeakMemory() as mem: ...; mem.record()`` gives ``{"source", "allocated_bytes", "reserved_bytes",
-"live_before_bytes", "devices": {name: {"allocated_bytes", "reserved_bytes", "live_before_bytes"}}}`` where
-the totals are sums over devices. On CUDA the source is the caching allocator's peaks (reset on entry, after
-freeing what the previous run left). On CPU it is the process RSS high-water mark above the RSS at entry
-(Linux ``clear_refs`` resets the mark; elsewhere ``ru_maxrss``), labelled as such.
+``record()`` gives ``{"source", "allocated_bytes", "reserved_bytes", "live_before_bytes", "devices": {name:
+{"allocated_bytes", "reserved_bytes", "live_before_bytes"}}}`` where the totals are sums over devices and
+bytes live at entry (the weights) are included. On CUDA the figures are the caching allocator's peaks (reset
+on entry, after freeing what the previous run left). On CPU they are exact live tensor-storage bytes
+(``TensorMemoryTracker``): deterministic, unlike the RSS, which moves only when the allocator asks the OS.
+
+The tracker intercepts every aten op and slows eager code about 2x, so a timed CPU run must not run under it.
+Timed loops therefore use the probe in two steps (both callers: the streaming cell, the attribution worker)::
+
+    memory = PeakMemory(cuda=..., baseline=model)
+    memory.exact_pass(run)          # CPU: one extra untimed run under the tracker; CUDA: nothing
+    for ...:
+        with memory.timed():        # CUDA: this run's allocator peaks; CPU: nothing (no slowdown)
+            run()
+        memory.record()             # CUDA: this run's peaks; CPU: the exact pass's, for every timed run
+
+``with PeakMemory(...) as memory: ...`` measures the code inside directly (on CPU under the tracker).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import gc
-import re
-import resource
-import sys
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-PROC_STATUS = Path("/proc/self/status")
-CLEAR_REFS = Path("/proc/self/clear_refs")
+from longctx.measure.tensor_memory import TensorMemoryTracker
+
 CUDA_SOURCE = "cuda caching allocator: max_memory_allocated / max_memory_reserved"
-RSS_SOURCE = "cpu process RSS high-water mark above the RSS at entry (clear_refs)"
-MAXRSS_SOURCE = "cpu process ru_maxrss above the RSS at entry (not reset per run)"
+TENSOR_SOURCE = "cpu: exact peak of live tensor bytes (TorchDispatchMode tracker; reserved = allocated)"
+SEPARATE_PASS = ", counted in one extra untimed run after the warm-up (compiled code runs eagerly in it)"
 
 
 def synchronize() -> None:
@@ -31,23 +42,17 @@ def synchronize() -> None:
             torch.cuda.synchronize(d)
 
 
-def _proc_kib(field: str) -> int | None:
-    try:
-        match = re.search(rf"^{field}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
 class PeakMemory:
-    """Peak memory of the code run inside ``with``: CUDA allocator peaks per device, or the CPU RSS mark."""
+    """Peak memory of the code run inside ``with``: CUDA allocator peaks per device, or exact CPU tensor bytes.
 
-    def __init__(self, *, cuda: bool | None = None):
+    ``baseline``: the model (or tensors) to count as live at entry on CPU even if the code does not read
+    them, as CUDA's allocated figure does.
+    """
+
+    def __init__(self, *, cuda: bool | None = None, baseline: torch.nn.Module | Iterable[torch.Tensor] | None = None):
         self.cuda = torch.cuda.is_available() if cuda is None else cuda
+        self.baseline = baseline
+        self._record: dict | None = None
 
     def __enter__(self) -> PeakMemory:
         gc.collect()
@@ -58,23 +63,39 @@ class PeakMemory:
                     torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(d)
             self.before = {f"cuda:{d}": torch.cuda.memory_allocated(d) for d in self.devices}
-            self.source = CUDA_SOURCE
             return self
-        self.rss_before = (_proc_kib("VmRSS") or 0) * 1024
-        try:
-            CLEAR_REFS.write_text("5")
-            self.source = RSS_SOURCE
-        except OSError:
-            self.source = MAXRSS_SOURCE
-        self.before = {"cpu": self.rss_before}
+        self._cpu = contextlib.ExitStack()
+        # dynamo refuses to run compiled frames under a dispatch mode: run them eagerly while tracked
+        self._cpu.enter_context(torch.compiler.set_stance("force_eager"))
+        self._tracker = self._cpu.enter_context(TensorMemoryTracker(baseline=self.baseline))
         return self
 
     def __exit__(self, *exc) -> None:
         synchronize()
+        if not self.cuda:
+            self._cpu.close()
+        self._record = self._read()
 
-    def _per_device(self) -> dict[str, dict[str, int]]:
+    def exact_pass(self, run: Callable[[], object]) -> None:
+        """Before timed runs: on CPU, run ``run`` once, untimed, under the tracker (its peak stands for them)."""
         if self.cuda:
-            return {
+            return
+        with self:
+            run()
+        self._record["source"] += SEPARATE_PASS
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[PeakMemory]:
+        """Around a timed run: measures it on CUDA (free); on CPU leaves it alone (see ``exact_pass``)."""
+        if not self.cuda:
+            yield self
+            return
+        with self:
+            yield self
+
+    def _read(self) -> dict:
+        if self.cuda:
+            devices = {
                 f"cuda:{d}": {
                     "allocated_bytes": torch.cuda.max_memory_allocated(d),
                     "reserved_bytes": torch.cuda.max_memory_reserved(d),
@@ -82,17 +103,27 @@ class PeakMemory:
                 }
                 for d in self.devices
             }
-        hwm = _proc_kib("VmHWM") if self.source == RSS_SOURCE else None
-        peak = hwm * 1024 if hwm is not None else _maxrss_bytes()
-        return {"cpu": {"allocated_bytes": peak, "reserved_bytes": peak, "live_before_bytes": self.rss_before}}
-
-    def record(self) -> dict:
-        """Totals over devices plus the per-device peaks; bytes live at entry are reported, not subtracted."""
-        devices = self._per_device()
+            source = CUDA_SOURCE
+        else:
+            devices = {
+                name: {
+                    "allocated_bytes": lv.peak_bytes,
+                    "reserved_bytes": lv.peak_bytes,
+                    "live_before_bytes": lv.entry_bytes,
+                }
+                for name, lv in self._tracker.stats().devices.items()
+            }
+            source = TENSOR_SOURCE
         return {
-            "source": self.source,
+            "source": source,
             "allocated_bytes": sum(d["allocated_bytes"] for d in devices.values()),
             "reserved_bytes": sum(d["reserved_bytes"] for d in devices.values()),
             "live_before_bytes": sum(d["live_before_bytes"] for d in devices.values()),
             "devices": devices,
         }
+
+    def record(self) -> dict:
+        """The last measurement: totals over devices plus the per-device peaks (bytes live at entry included)."""
+        if self._record is None:
+            raise RuntimeError("PeakMemory.record() before any measurement (on CPU, call exact_pass first)")
+        return copy.deepcopy(self._record)

@@ -1,9 +1,9 @@
 """``longctx figures``: the paper's matplotlib figures (PDF, Agg backend) from the results of one plan.
 
-PPL and TPOT vs R (the R sweep), attribution time and memory vs output and prompt length (log axes, one
-colour per method and one line style per protocol, measured points only), and KV length over decode steps
-from the measured ``metrics.cache.kv_len_trace``. Output is deterministic (fixed rcParams, no creation date,
-no hash salt).
+PPL and TPOT vs R (the R sweep, one line per protocol), attribution time and memory vs output and prompt
+length (log axes, one colour per method and one line style per protocol, measured points only), and KV length
+over decode steps from the measured ``metrics.cache.kv_len_trace``. Output is deterministic (fixed rcParams, no
+creation date, no hash salt).
 """
 
 from __future__ import annotations
@@ -61,24 +61,29 @@ def placeholder(ax, results_missing: bool, in_plan: bool = True) -> None:
     ax.text(0.5, 0.5, message, color="red", ha="center", va="center", transform=ax.transAxes)
 
 
+PROTOCOL_STYLE = {"efficient": "o-", "reference": "s--"}
+
+
 def sweep_r_figure(view: ResultView, out: Path) -> Path:
-    """PPL and TPOT (mean, ± std when repeated) against the prune interval R on PG19."""
-    points, missing = [], False
+    """PPL and TPOT (mean, ± std when repeated) against the prune interval R on PG19, one line per protocol."""
+    series, missing = {}, False
     for cell in view.group("sweep_R"):
         result = view.get(cell)
         missing |= result is None
         if result is not None:
-            points.append((cell.config["compress_every"], result.metrics.ppl, result.metrics.tpot_ms))
-    points.sort(key=lambda p: p[0])
+            point = (cell.config["compress_every"], result.metrics.ppl, result.metrics.tpot_ms)
+            series.setdefault(cell.config.get("protocol", "efficient"), []).append(point)
     fig, (ax_ppl, ax_tpot) = plt.subplots(1, 2, figsize=(5.5, 2.0))
-    if points:
-        rs = [p[0] for p in points]
-        ax_ppl.plot(rs, [p[1] for p in points], "o-")
-        ax_tpot.errorbar(
-            rs, [p[2].mean for p in points], yerr=[p[2].std or 0 for p in points], fmt="o-"
-        )
+    if series:
+        for protocol, points in series.items():
+            points.sort(key=lambda p: p[0])
+            rs, style = [p[0] for p in points], PROTOCOL_STYLE[protocol]
+            ax_ppl.plot(rs, [p[1] for p in points], style, label=protocol)
+            ax_tpot.errorbar(rs, [p[2].mean for p in points], yerr=[p[2].std or 0 for p in points], fmt=style)
         for ax in (ax_ppl, ax_tpot):
             ax.set_xscale("log", base=2)
+        if len(series) > 1:
+            ax_ppl.legend(fontsize=6)
     else:
         for ax in (ax_ppl, ax_tpot):
             placeholder(ax, missing, bool(view.group("sweep_R")))
@@ -172,7 +177,10 @@ def kv_trace_figure(view: ResultView, out: Path) -> Path:
         if trace:
             plotted = True
             steps, lengths = zip(*trace, strict=True)
-            ax.step(steps, lengths, where="post", linewidth=0.7, label=KV_METHODS[cell.config["method"]])
+            protocol = cell.config.get("protocol", "efficient")
+            label = f"{KV_METHODS[cell.config['method']]}, {protocol}"
+            style = "-" if protocol == "efficient" else "--"
+            ax.step(steps, lengths, style, where="post", linewidth=0.7, label=label)
     if plotted:
         ax.legend(fontsize=7)
     else:

@@ -11,6 +11,7 @@ from longctx.paper.store import ResultView
 from longctx.paper.streaming_tables import delta_ppl, ppl, speedup, tpot
 
 METHOD_MACRO = {"recompute": "Baseline", "start_recent": "Strict", "lazy": "Lazy"}
+PROTOCOL_PREFIX = {"efficient": "", "reference": "Ref"}
 PROFILE_MARKS = {
     "smoke": "smoke profile --- not paper numbers",
     "timing": "timing profile --- random weights: speed/memory only",
@@ -20,16 +21,21 @@ FLASHTRACE, IFR = "ifr_multi_hop", "ifr_all_positions"
 DATASETS = ("pg19", "wikitext")
 
 
+def _method_macro(method: str, protocol: str) -> str:
+    """``Lazy`` (efficient protocol) or ``RefLazy`` (reference protocol)."""
+    name = METHOD_MACRO.get(method, method)
+    return PROTOCOL_PREFIX[protocol] + name
+
+
 def streaming_macros(view: ResultView) -> list[tuple[str, str]]:
-    """Per main-table cell: TPOT, PPL, speedup and ΔPPL, e.g. ``\\LazySpeedupPGnineteen``."""
+    """Per main-table cell: TPOT, PPL, speedup and ΔPPL, e.g. ``\\LazySpeedupPGnineteen`` (efficient protocol) and
+    ``\\RefLazySpeedupPGnineteen`` (reference protocol)."""
     out = []
     for cell in view.group("main"):
-        dataset, method = (
-            cell.labels["dataset"],
-            METHOD_MACRO.get(cell.config["method"], cell.config["method"]),
-        )
+        protocol = cell.config.get("protocol", "efficient")
+        dataset, method = cell.labels["dataset"], _method_macro(cell.config["method"], protocol)
         result = view.get(cell)
-        base_cell = view.baseline_cell(dataset)
+        base_cell = view.baseline_cell(dataset, protocol=protocol)
         baseline = view.get(base_cell) if base_cell else None
         ratio = speedup(result, baseline)
         summary = tpot(result)
@@ -47,7 +53,7 @@ def streaming_macros(view: ResultView) -> list[tuple[str, str]]:
 
 def plan_macros(view: ResultView) -> list[tuple[str, str]]:
     """The configured budget of the main table (plan data, not measurements), so the text never retypes it."""
-    lazy = next((c for c in view.group("main") if c.config["method"] == "lazy"), None)
+    lazy = next((c for c in view.group("main") if c.config["method"] == "lazy"), None)  # knobs: same in both protocols
     if lazy is None:
         return []
     return [
@@ -83,8 +89,8 @@ def flashtrace_macros(view: ResultView, protocol: str) -> list[tuple[str, str]]:
             fast, slow = view.get(cell), view.get(other)
             if _comparable(fast, slow):
                 both_ok.append((length, fast, slow))
-    if not group:
-        return []
+    if not {FLASHTRACE, IFR} <= {c.config["method"] for c in group}:
+        return []  # the plan does not compare them (\notinplan)
     if not both_ok:
         return [(name, MISSING) for name in names]
     length, fast, slow = max(both_ok, key=lambda item: item[0])
@@ -97,8 +103,10 @@ def expected_macro_names() -> list[str]:
     """Every macro main.tex may quote, so a plan without a study (STUDIES=...) still compiles."""
     names = ["CapTotal", "NSink", "LazyR"]
     for dataset in DATASETS:
-        for method in METHOD_MACRO.values():
-            names += [macro_name(method, q, dataset) for q in ("TPOT", "PPL", "Speedup", "DeltaPPL")]
+        for method in METHOD_MACRO:
+            for protocol in PROTOCOL_PREFIX:
+                name = _method_macro(method, protocol)
+                names += [macro_name(name, q, dataset) for q in ("TPOT", "PPL", "Speedup", "DeltaPPL")]
     return names + [name + suffix for suffix in PROTOCOL_SUFFIX.values() for name in FLASHTRACE_MACROS]
 
 

@@ -20,8 +20,12 @@ from tqdm.auto import tqdm
 from longctx.attribution.embeddings import auto_batch_size, embedding_device
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, NoOptions, register
-from longctx.attribution.methods.perturbation_reference import perturbation_all_reference, perturbation_clp_reference
-from longctx.attribution.sentences import sentence_spans
+from longctx.attribution.methods.perturbation_reference import (
+    build_sentence_splitter,
+    perturbation_all_reference,
+    perturbation_clp_reference,
+)
+from longctx.attribution.sentences import SPLITTER, sentence_spans
 from longctx.models import eos_id
 
 
@@ -121,7 +125,8 @@ def perturbation_position_scores(
         feature_scores = variant_scores(model, prefix, variants, inputs.generation_ids[a:b], score)
         for feature, values in zip(features, feature_scores, strict=True):
             scores[a:b, feature.position[0] : feature.position[1]] = values[:, None]
-    return scores, {"n_user_sentences": len(user), "n_output_sentences": len(out_spans)}
+    splitter = "given" if sentences else SPLITTER
+    return scores, {"n_user_sentences": len(user), "n_output_sentences": len(out_spans), "sentence_splitter": splitter}
 
 
 def run_perturbation(model, tokenizer, inputs: AttributionInputs, replace: Replacer, score: Scorer, details: dict):
@@ -153,6 +158,7 @@ register(
         NoOptions,
         perturbation_all,
         reference=perturbation_all_reference,
+        reference_setup=build_sentence_splitter,
     )
 )
 register(
@@ -163,5 +169,6 @@ register(
         NoOptions,
         perturbation_clp,
         reference=perturbation_clp_reference,
+        reference_setup=build_sentence_splitter,
     )
 )

@@ -7,7 +7,8 @@ s, in order: the sequence is the formatted prompt plus the output sentences befo
 of sequence + s gives the original score of s's tokens; then every prompt sentence and every earlier output
 sentence is replaced in place (by EOS ids, or by the masked LM's guess in ReAGent), the sequence is scored
 again by one unbatched forward, and restored. Each forward computes the full logits and a log-softmax over
-every position (in the model dtype for the log-prob measure, fp32 for "CLP"). The score delta of each token of
+every position (in the model dtype for the log-prob measure, fp32 for "CLP"), with autograd on and the
+parameters trainable, as in the original (each forward keeps its activations alive). The score delta of each token of
 s is written to every column of the ablated sentence; everything else stays NaN (the chat template, later
 positions, and the earlier tokens of s itself).
 """
@@ -21,9 +22,14 @@ import torch.nn.functional as F
 
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult
-from longctx.attribution.original_sentences import sentence_masks, split_sentences, splitter_description
+from longctx.attribution.original_sentences import (
+    sentence_masks,
+    spacy_pipeline,
+    split_sentences,
+    splitter_description,
+)
 from longctx.attribution.reference_inputs import offset_token_strings
-from longctx.attribution.reference_runtime import original_columns
+from longctx.attribution.reference_runtime import original_columns, trainable_parameters
 from longctx.models import eos_id
 
 # (current sequence [1, L], positions to replace [k]) -> replacement ids [1, k]
@@ -86,31 +92,36 @@ def feature_masks(tokenizer, inputs: AttributionInputs) -> tuple[torch.Tensor, t
 def original_sentence_ablation(
     model, tokenizer, inputs: AttributionInputs, ablate: Ablation, score: SequenceScore
 ) -> tuple[torch.Tensor, dict]:
-    """[G, T] scores per absolute position (NaN where the original leaves NaN) and the run's counts."""
+    """[G, T] scores per absolute position (NaN where the original leaves NaN) and the run's counts.
+
+    Like the original, the forwards run with autograd on and the parameters trainable (it never uses
+    ``no_grad`` there), so each forward keeps its activations for a backward that never comes: that is
+    the original's memory."""
     masks, output_masks, n_prompt_sentences = feature_masks(tokenizer, inputs)
     device = model.get_input_embeddings().weight.device
     sequence = inputs.input_ids[:, : inputs.prompt_len].to(device)
     generation = torch.tensor([inputs.generation_ids], device=device)
     scores = torch.full((inputs.n_gen, inputs.total), float("nan"))
     n_forwards = 0
-    for step in range(len(output_masks)):
-        rows = torch.where(output_masks[step] == 1)[0]
-        response = generation[:, rows.to(device)]
-        original = score(model, sequence, response)
-        n_forwards += 1
-        for feature in range(len(masks) - len(output_masks) + step):
-            columns = torch.where(masks[feature] == 1)[0]
-            if len(columns) == 0:
-                continue
-            on_device = columns.to(device)
-            kept = sequence[:, on_device].clone()
-            sequence[:, on_device] = ablate(sequence, on_device)
-            delta = original - score(model, sequence, response)
+    with trainable_parameters(model), torch.enable_grad():
+        for step in range(len(output_masks)):
+            rows = torch.where(output_masks[step] == 1)[0]
+            response = generation[:, rows.to(device)]
+            original = score(model, sequence, response)
             n_forwards += 1
-            grid_rows, grid_cols = torch.meshgrid(rows, columns, indexing="ij")
-            scores[grid_rows, grid_cols] = delta.reshape(-1, 1).repeat(1, len(columns)).to(scores.dtype)
-            sequence[:, on_device] = kept
-        sequence = torch.cat([sequence, response], dim=1)
+            for feature in range(len(masks) - len(output_masks) + step):
+                columns = torch.where(masks[feature] == 1)[0]
+                if len(columns) == 0:
+                    continue
+                on_device = columns.to(device)
+                kept = sequence[:, on_device].clone()
+                sequence[:, on_device] = ablate(sequence, on_device)
+                delta = original - score(model, sequence, response)
+                n_forwards += 1
+                grid_rows, grid_cols = torch.meshgrid(rows, columns, indexing="ij")
+                scores[grid_rows, grid_cols] = delta.reshape(-1, 1).repeat(1, len(columns)).to(scores.dtype)
+                sequence[:, on_device] = kept
+            sequence = torch.cat([sequence, response], dim=1)
     counts = {
         "n_user_sentences": n_prompt_sentences,
         "n_output_sentences": len(output_masks),
@@ -118,6 +129,12 @@ def original_sentence_ablation(
         "sentence_splitter": splitter_description(),
     }
     return scores, counts
+
+
+def build_sentence_splitter(model=None, options=None) -> None:
+    """The reference setup of the perturbation methods: spaCy's pipeline, which the original builds when its
+    module is imported (outside the timed call)."""
+    spacy_pipeline()
 
 
 def eos_ablation(eos: int) -> Ablation:

@@ -20,7 +20,11 @@ from longctx.attribution.embeddings import embedding_device
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, register
 from longctx.attribution.methods.perturbation import Sentence, log_prob_drop, perturbation_position_scores
-from longctx.attribution.methods.perturbation_reference import original_sentence_ablation, response_log_probs
+from longctx.attribution.methods.perturbation_reference import (
+    build_sentence_splitter,
+    original_sentence_ablation,
+    response_log_probs,
+)
 from longctx.attribution.reference_runtime import original_columns
 from longctx.errors import RunFailure, UsageError
 from longctx.models import eos_id, load_tokenizer, resolve_model_dir
@@ -210,6 +214,13 @@ class OriginalMaskedLMAblation:
         }
 
 
+def reagent_reference_setup(model, options: ReagentOptions) -> None:
+    """Before timing, as the original's constructor: the masked LM on the model's device, spaCy's pipeline."""
+    build_sentence_splitter()
+    if options.mlm_model:
+        load_masked_lm(options.mlm_model, str(embedding_device(model)))
+
+
 def perturbation_reagent_reference(model, tokenizer, inputs: AttributionInputs, options: ReagentOptions):
     """ReAGent as the original runs it: masked-LM replacement of the whole sequence's masked tokens
     (``OriginalMaskedLMAblation``), log p_orig - log p_ablated, the original's loop and features."""
@@ -238,5 +249,6 @@ register(
         ReagentOptions,
         perturbation_reagent,
         reference=perturbation_reagent_reference,
+        reference_setup=reagent_reference_setup,
     )
 )

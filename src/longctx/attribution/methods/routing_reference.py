@@ -93,8 +93,8 @@ def stored_forward(model, input_ids: torch.Tensor) -> StoredForward:
         )
     dtype = next(model.parameters()).dtype
     layers = _layers(model)
-    store = StoredForward([None] * len(layers), [None] * len(layers), [None] * len(layers), [None] * len(layers),
-                          (), dtype)  # fmt: skip
+    n = len(layers)
+    store = StoredForward([None] * n, [None] * n, [None] * n, [None] * n, attentions=(), dtype=dtype)
 
     def keep(slot: list, index: int, from_output: bool):
         def hook(_module, args, output=None):
