@@ -169,6 +169,15 @@ def test_sample_indices_and_interpolated_totals():
     assert loops.interpolated_total(linear, 100) == pytest.approx(sum(3.0 * i + 1 for i in range(100)))
 
 
+def test_work_edges_bisect_between_idle_and_working_iterations():
+    """Iterations 0..29 do no work, 30..99 do: the sampler keeps halving the gap that holds the edge."""
+    work = {i: float(i >= 30) for i in loops.sample_indices(100)}
+    while edges := loops.work_edges(work):
+        work.update({i: float(i >= 30) for i in edges})
+    assert {29, 30} <= set(work)
+    assert loops.interpolated_total(work, 100) == 70
+
+
 def test_placement_puts_activations_and_gradients_on_each_layers_device():
     """Two logical GPUs: each half of the layers keeps its own activations and weight gradients."""
     run = prepare_run("random:tiny-qwen3", "float32", "eager", GPU, 2, trainable=True)
@@ -242,7 +251,7 @@ def test_streaming_cell_prediction_extrapolates_the_decode_loop():
     prediction = predict_cell(Cell("streaming/x", "streaming", "main", {}, config), GPU)
     details = prediction.details
     assert prediction.status == "ok" and prediction.fits
-    assert details["decode_steps"] == 200 - 1 - 60 and details["n_tokens_source"].startswith("text not on this")
+    assert details["decode_steps"] == 200 - 1 - 64 and details["n_tokens_source"].startswith("text not on this")
     assert prediction.passes["forwards"] == 1 + details["decode_steps"]
     assert details["tpot_lower_bound_ms"] > 0 and prediction.roofline_s > 0
 

@@ -8,7 +8,9 @@ such a loop runs only the iterations at indices 0, 1, 2, n/4, n/2, 3n/4, n-2, n-
 asks for more), the last, the first and a middle one first (``run_order``: iterations are independent, and
 model calls measured at those three lengths let every other one be replayed, ``calls``); the counters of
 the skipped ones (FLOPs, bytes, passes) are interpolated linearly in the index from the ones that ran, and
-the peak is that of the iterations that ran, which include the largest (last) ones.
+the peak is that of the iterations that ran, which include the largest (last) ones. Where a loop has
+iterations that do no work (empty mask rows), the edges between those and working ones are found by
+bisection (``work_edges``) rather than interpolated across.
 
 A loop is recognised by the ``for`` statement that iterates a ``range``/``enumerate`` made in a listed
 module: the statement's source line must match the site's pattern (``list(range(n))`` and comprehensions
@@ -110,6 +112,15 @@ def interpolated_total(samples: dict[int, float], n: int) -> float:
     return total
 
 
+def work_edges(work: dict[int, float]) -> list[int]:
+    """Midpoints of the gaps between a sampled iteration that did no work and one that did (e.g. empty mask rows
+    before a block of sentences): running them halves the gap, so an edge of the working block is found by
+    bisection instead of being interpolated linearly across the gap."""
+    points = sorted(work)
+    return [(i0 + i1) // 2 for i0, i1 in zip(points, points[1:], strict=False)
+            if i1 - i0 > 1 and (work[i0] == 0) != (work[i1] == 0)]  # fmt: skip
+
+
 def layer_indices(layer_devices: list[str]) -> list[int]:
     """The layers that run of a per-layer loop: the first and last on every device, and the middle one."""
     n = len(layer_devices)
@@ -143,15 +154,19 @@ class LoopSampler:
         if not site.in_order:
             keep = run_order(keep)
         per_iteration: dict[str, dict[int, float]] = {}
+        ran = 0
         try:
-            for index in keep:
-                before = self.counters.totals()
-                yield items[index]
-                after = self.counters.totals()
-                for key, value in after.items():
-                    per_iteration.setdefault(key, {})[index] = value - before.get(key, 0)
+            while keep:
+                for index in keep:
+                    before = self.counters.totals()
+                    yield items[index]
+                    ran += 1
+                    after = self.counters.totals()
+                    for key, value in after.items():
+                        per_iteration.setdefault(key, {})[index] = value - before.get(key, 0)
+                keep = [] if site.in_order or site.layers else work_edges(per_iteration.get("flops", {}))
         finally:
-            self.extrapolate(per_iteration, n, len(keep), site)
+            self.extrapolate(per_iteration, n, ran, site)
 
     def extrapolate(self, per_iteration: dict[str, dict[int, float]], n: int, ran: int, site: LoopSite) -> None:
         """Add the counters of the iterations that did not run (linear in the index between those that did)."""
