@@ -95,6 +95,51 @@ def test_streaming_decode_loop_peak_on_meta_equals_cpu():
     assert prediction.passes["forwards"] == 1 + (64 - 1 - 48)
 
 
+@pytest.mark.parametrize("method", ["lazy", "recompute"])
+def test_reference_stream_on_meta_equals_cpu_and_follows_the_predicted_schedule(method):
+    """The original's loop (reference protocol): the same bytes and FLOPs on meta as on CPU, and the schedule the
+    predictor derives from the prune rule is the one its cache records."""
+    from longctx.predict.streaming import reference_schedule
+    from longctx.streaming.config import cache_budget
+    from longctx.streaming.reference_loop import Quirks, evaluate_reference
+
+    budget = cache_budget(method, n_sink=0 if method == "recompute" else 4, cap_total=48, compress_every=4)
+    runs = []
+
+    def decode(model):
+        device = next(model.parameters()).device
+        runs.append(evaluate_reference(model, torch.arange(64, device=device) % 1000, budget, Quirks()))
+
+    cpu_peak, cpu_flops = _cpu_run(_cpu_model("tiny-gpt-neox"), decode)
+    meta_peak, prediction = _meta_run("tiny-gpt-neox", decode, sampled=False)
+    assert abs(meta_peak - cpu_peak) <= 0.05 * cpu_peak
+    assert prediction.flops == cpu_flops
+    prefill, lengths, _ = reference_schedule(budget, 64, Quirks())
+    assert (prefill, len(lengths)) == (runs[0].prefill_len, runs[0].decode_steps)
+    if method == "lazy":
+        assert lengths == [length for call, length in runs[0].stats.kv_len_trace if call > 0]
+
+
+def test_reference_stream_cell_reaches_the_steady_state_peak():
+    """A reference lazy cell run to the step after its second prune has the device peak of the whole stream."""
+    from longctx.predict.cells import predict_cell, prepare_run
+    from longctx.streaming.config import cache_budget
+    from longctx.streaming.reference_loop import Quirks, evaluate_reference
+    from longctx.study import Cell
+
+    config = {"model": "random:tiny-gpt-neox", "text_file": "missing.txt", "method": "lazy", "max_eval_tokens": 200,
+              "n_sink": 4, "cap_total": 64, "compress_every": 8, "dtype": "float32",
+              "protocol": "reference"}  # fmt: skip
+    prediction = predict_cell(Cell("streaming/x", "streaming", "main", {}, config), GPU)
+    assert prediction.status == "ok" and prediction.details["decode_steps_run"] < prediction.details["decode_steps"]
+    run = prepare_run("random:tiny-gpt-neox", "float32", None, GPU, 1)
+    run.calls.replay = False
+    with run.running():
+        ids = torch.zeros(200, dtype=torch.long, device="meta")
+        evaluate_reference(run.model, ids, cache_budget("lazy", n_sink=4, cap_total=64, compress_every=8), Quirks())
+    assert prediction.peak_bytes_by_device == {"cuda:0": run.sim.stats().devices["cuda:0"].peak_bytes}
+
+
 def _attribution_inputs(tokenizer, protocol: str, prompt_len: int = 40, output_len: int = 12):
     from longctx.attribution.cell import cell_inputs
     from longctx.attribution.config import TimeCellConfig

@@ -11,6 +11,13 @@ lengths for all N - 1 - P steps. The minimum bytes of a step are the weights
 plus the K/V cache it reads (2 L n d_kv bytes); the time bound of the cell is the sum of the per-step
 rooflines (steps are sequential), and ``details.tpot_lower_bound_ms`` their mean over the decode steps.
 Without the text file (the full profile's PG19 book), N is ``max_eval_tokens`` (the text is longer).
+
+A ``reference`` cell runs the original's loop instead (``streaming.reference_loop``: prefill ``C_total``, the
+last prefill token fed again, a DynamicCache that grows by one entry a step and the wrapper's prune, whose
+``C_total`` buffers are allocated at the first prune; the recompute baseline's window forward with all its
+logits). Its schedule comes from the same prune rule (``reference_schedule``), and the meta run goes on to the
+step after the second prune, where the buffers and a cache grown to ``C_soft + R`` are alive together (the
+steady-state peak, which the first steps do not reach).
 """
 
 from __future__ import annotations
@@ -54,6 +61,37 @@ def steps_to_run(lengths: list[int]) -> int:
     return min(len(lengths), DECODE_STEPS_RUN)
 
 
+def reference_schedule(budget, n_tokens: int, quirks) -> tuple[int, list[int], int]:
+    """The original loop's prefill P, the keys each decode step attends to, and the steps to run on meta (to the
+    step after the second prune, where the steady-state peak is; two for recompute and caches that never prune)."""
+    from longctx.streaming.policy import target_length
+    from longctx.streaming.reference_loop import _decode_range, prefill_length
+
+    prefill = prefill_length(budget, n_tokens, quirks)
+    steps = _decode_range(prefill, n_tokens, quirks)
+    if budget.method == "recompute":
+        lengths = [min(budget.cap_total, t + 1) for t in steps]
+        return prefill, lengths, min(len(lengths), DECODE_STEPS_RUN)
+
+    def after_prune(length: int) -> int:
+        target = target_length(budget, length)
+        if target is None:
+            return length
+        sink = min(budget.n_sink, length)
+        return sink + min(max(0, target - sink), length - sink)
+
+    length, prunes, run = after_prune(prefill), 0, DECODE_STEPS_RUN
+    prunes += length != prefill
+    lengths = []
+    for step in range(len(steps)):
+        lengths.append(length + 1)
+        length = after_prune(length + 1)
+        prunes += length != lengths[-1]
+        if prunes == 2 and run == DECODE_STEPS_RUN:
+            run = max(run, step + 2)
+    return prefill, lengths, min(len(lengths), run)
+
+
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least-squares (a, b) of y = a + b x (b = 0 when every x is equal)."""
     n = len(xs)
@@ -80,9 +118,12 @@ def predict_streaming(cell: Cell, gpu: GpuSpec) -> Prediction:
     spec, config_used = model_spec(cfg.model)
     n_tokens, length_source = stream_length(cfg)
     check_context(budget, n_tokens, context_limit(spec))
-    lengths = attended_lengths(budget, n_tokens)
-    run_steps = steps_to_run(lengths)
-    prefill = budget.prefill_len(n_tokens)
+    reference = cfg.protocol == "reference"
+    if reference:
+        prefill, lengths, run_steps = reference_schedule(budget, n_tokens, _quirks(cfg))
+    else:
+        lengths = attended_lengths(budget, n_tokens)
+        run_steps, prefill = steps_to_run(lengths), budget.prefill_len(n_tokens)
     attention = budget.max_attention_len(n_tokens)  # sizes the fast cache's buffers
     key = (
         spec,
@@ -90,6 +131,8 @@ def predict_streaming(cell: Cell, gpu: GpuSpec) -> Prediction:
         cfg.method,
         cfg.impl,
         cfg.profile_maintenance,
+        cfg.protocol,
+        cfg.reference_loss if reference else None,
         prefill,
         attention,
         tuple(lengths[:run_steps]),
@@ -109,35 +152,52 @@ def predict_streaming(cell: Cell, gpu: GpuSpec) -> Prediction:
         prediction.error = truncated["error"]
         prediction.status = "error"
         return prediction
-    nll_extra = 4 * (n_tokens - (prefill + 1 + run_steps))  # the fp32 NLL buffer of the full stream
+    missing = max(n_tokens - truncated["n_tokens_run"], 0)  # tokens of the stream the truncated run did not hold
+    nll_extra = 4 * missing  # the fp32 NLL buffer of the full stream (the reference loop keeps it on the host)
     devices = dict(truncated["devices"])
-    devices["cuda:0"] = devices.get("cuda:0", 0) + max(nll_extra, 0)
+    devices["cuda:0"] = devices.get("cuda:0", 0) + 8 * missing + (0 if reference else nll_extra)  # + int64 ids
     prediction.peak_bytes_by_device, prediction.peak_bytes = devices, sum(devices.values())
-    prediction.host_peak_bytes = truncated["host"]
+    prediction.host_peak_bytes = truncated["host"] + (nll_extra if reference else 0)
     prediction.fits = all(peak <= gpu.usable_bytes for peak in devices.values())
     prediction.status = "ok" if prediction.fits else "oom"
+    transients = ("prunes run up to the second one" if reference and cfg.method != "recompute"
+                  else "prune and rebase transients not simulated")  # fmt: skip
     prediction.notes = [*truncated["notes"], f"decode loop run for {run_steps} of {len(lengths)} steps; the other "
-                        "steps' FLOPs fitted linearly in the attended length, over the prune schedule; prune and "
-                        "rebase transients not simulated"]  # fmt: skip
+                        f"steps' FLOPs fitted linearly in the attended length, over the prune schedule; "
+                        f"{transients}"]  # fmt: skip
     _fill_work(prediction, truncated, lengths, run_steps, gpu, parse_dtype(cfg.dtype).itemsize)
     return prediction
 
 
+def _quirks(cfg):
+    from longctx.streaming.reference_loop import Quirks
+
+    return Quirks(loss=cfg.reference_loss)
+
+
 def _run_truncated(spec: str, cfg, budget, gpu: GpuSpec, prefill: int, run_steps: int, n_tokens: int) -> dict:
-    """Prefill + ``run_steps`` decode steps on meta: peaks and each model call's counters (the cache is sized
-    for the whole stream of ``n_tokens``, as the real run sizes it)."""
+    """Prefill + ``run_steps`` decode steps on meta: peaks and each model call's counters (the efficient cache is
+    sized for the whole stream of ``n_tokens``, as the real run sizes it)."""
     from longctx.streaming import evaluator
+    from longctx.streaming.reference_loop import evaluate_reference
 
     def full_size_cache(model, budget, impl, _n):
         return make_cache(model, budget, impl, n_tokens)
 
     make_cache = evaluator.make_cache
     run = prepare_run(spec, cfg.dtype, None, gpu, 1)
+    run.calls.replay = False  # a few calls, each one's counters needed (the reference baseline's equal windows)
     scratch = Prediction("", "streaming", {}, gpu.as_dict(), 1, "ok")
+    reference = cfg.protocol == "reference"
+    # the reference loop feeds the last prefill token again: P + run_steps tokens make run_steps decode steps
+    n_run = prefill + run_steps + (0 if reference and _quirks(cfg).refeed_last_prefill_token else 1)
     try:
         with run.running(patched(evaluator, "make_cache", full_size_cache)):
-            ids = torch.zeros(prefill + 1 + run_steps, dtype=torch.long, device="meta")
-            evaluator.evaluate_stream(run.model, ids, budget, cfg.impl, cfg.profile_maintenance)
+            ids = torch.zeros(n_run, dtype=torch.long, device="meta")
+            if reference:
+                evaluate_reference(run.model, ids, budget, _quirks(cfg))
+            else:
+                evaluator.evaluate_stream(run.model, ids, budget, cfg.impl, cfg.profile_maintenance)
     except PREDICTION_ERRORS as exc:
         failed(scratch, exc)
     run.finish(scratch)
@@ -149,6 +209,7 @@ def _run_truncated(spec: str, cfg, budget, gpu: GpuSpec, prefill: int, run_steps
         "kv_per_token": kv_bytes_per_token(run.model.config, next(run.model.parameters()).element_size()),
         "notes": scratch.notes,
         "error": scratch.error,
+        "n_tokens_run": n_run,
     }
 
 
