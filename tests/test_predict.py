@@ -346,3 +346,26 @@ def test_paper_prediction_table_and_roofline_points(tmp_path):
     (tmp_path / "full_H100-SXM-80GB.json").write_text(json.dumps({"cells": cells}))
     points = roofline_points("full", "output_len", root=tmp_path)
     assert points == {("IG", "efficient"): ([10, 100, 1000], [10.0, 100.0, 1000.0])}
+
+
+def test_published_streaming_runs_become_reference_cells_with_their_budget():
+    """--compare-original predicts each published streaming run with the cache budget and N that run had."""
+    from longctx.original.streaming import load_streaming_results
+    from longctx.predict.compare_streaming import published_cell, published_row, streaming_summary
+    from longctx.streaming.config import StreamingEvalConfig, resolve_budget
+
+    records = load_streaming_results()
+    for record in records:
+        cfg = StreamingEvalConfig(**published_cell(record).config)
+        budget, knobs = resolve_budget(cfg), record.knobs
+        assert cfg.protocol == "reference" and cfg.max_eval_tokens == record.total_tokens
+        assert (budget.n_sink, budget.window, budget.cap_total) == (knobs.n_sink, knobs.window, knobs.cap_total)
+        if record.method == "lazy":
+            assert (budget.cap_soft, budget.compress_every, budget.max_drop) == (
+                knobs.cap_soft, knobs.compress_every, knobs.max_drop)  # fmt: skip
+    record = records[0]
+    prediction = Prediction("x", "streaming", {}, GPU.as_dict(), 1, "ok", peak_bytes=int(1.1 * 5722.51171875 * 2**20),
+                            details={"tpot_lower_bound_ms": record.tpot_ms / 4})  # fmt: skip
+    summary = streaming_summary([published_row(record, prediction)])
+    assert summary["median_peak_rel_error"] == pytest.approx(0.1, abs=1e-6)
+    assert summary["cells"][0]["bound_share"] == pytest.approx(0.25)

@@ -1,5 +1,7 @@
 """``longctx predict --compare-original``: the reference protocol predicted against the original's measurements.
 
+(The streaming study's published runs are compared too: ``compare_streaming``, the summary's ``streaming``.)
+
 Every cell of the original time curve (``longctx.original.attribution``: Qwen3-8B, fp16, eager attention,
 a balanced device map) whose run really ended ok or out of memory is predicted with the reference protocol
 on the GPUs that run had, in the state that run found its process in. The original ran every method of a
@@ -133,6 +135,8 @@ def summary(rows: list[dict]) -> dict:
 
 def compare_original(plan_settings: dict, jobs: int = 1, progress=None) -> tuple[dict, list[Prediction]]:
     """Predict every compared cell (in ``jobs`` processes); (the issue's object, the predictions)."""
+    from longctx.original.streaming import load_streaming_results
+    from longctx.predict.compare_streaming import published_cell, published_row, streaming_summary
     from longctx.predict.plan import predict_plan
     from longctx.predict.stand_ins import meta_masked_lm
 
@@ -147,10 +151,14 @@ def compare_original(plan_settings: dict, jobs: int = 1, progress=None) -> tuple
         }
         for cell in originals
     ]
-    cells = [reference_cell(cell, plan_settings) for cell in originals]
+    published = load_streaming_results()
+    cells = [reference_cell(cell, plan_settings) for cell in originals] + [published_cell(r) for r in published]
+    options += [{}] * len(published)
     predictions = predict_plan(cells, gpu_spec(ORIGINAL_GPU), cell_options=options, jobs=jobs, progress=progress)
-    rows = [compare_row(cell, prediction) for cell, prediction in zip(originals, predictions, strict=True)]
-    return summary(rows), predictions
+    attribution, streaming = predictions[: len(originals)], predictions[len(originals) :]
+    rows = [compare_row(cell, prediction) for cell, prediction in zip(originals, attribution, strict=True)]
+    streaming_rows = [published_row(r, prediction) for r, prediction in zip(published, streaming, strict=True)]
+    return {**summary(rows), "streaming": streaming_summary(streaming_rows)}, predictions
 
 
 def describe(summary: dict) -> str:
@@ -172,6 +180,10 @@ def describe(summary: dict) -> str:
     agreement, error = summary["status_agreement"], summary["median_peak_rel_error"]
     lines.append(f"status agreement (ok/oom): {_num(agreement, '.1%').strip()} of {len(summary['cells'])} cells; "
                  f"median relative peak error over ok cells: {_num(error, '.1%').strip()}")  # fmt: skip
+    if "streaming" in summary:
+        from longctx.predict.compare_streaming import describe_streaming
+
+        lines += ["", describe_streaming(summary["streaming"])]
     return "\n".join(lines)
 
 
