@@ -369,3 +369,30 @@ def test_published_streaming_runs_become_reference_cells_with_their_budget():
     summary = streaming_summary([published_row(record, prediction)])
     assert summary["median_peak_rel_error"] == pytest.approx(0.1, abs=1e-6)
     assert summary["cells"][0]["bound_share"] == pytest.approx(0.25)
+
+
+def test_runner_holds_back_a_cell_predicted_not_to_fit_and_dry_run_shows_predictions(tmp_path, monkeypatch, capsys):
+    """With a target GPU (PREDICT_GPU), a dry run prints each cell's prediction and a run launches no cell
+    predicted to run out of memory unless RUN_PREDICTED_OOM=1."""
+    from longctx import runner
+    from longctx.predict import runner_hooks
+    from longctx.results import ReusePolicy
+    from test_runner import _install_fake_study, _plan
+
+    def fake_prediction(cell, gpu):
+        oom = cell.config["value"] == 2
+        peak = int(9e10 if oom else 1e9)
+        return Prediction(cell.id, cell.study, {}, gpu.as_dict(), 1, "oom" if oom else "ok", fits=not oom,
+                          peak_bytes=peak, peak_bytes_by_device={"cuda:0": peak}, roofline_s=1.0)  # fmt: skip
+
+    monkeypatch.setattr(runner_hooks, "predict_cell", fake_prediction)
+    calls = []
+    _install_fake_study(monkeypatch, calls)
+    env = {"PREDICT_GPU": "A800"}
+    runner.run_plan(_plan([1, 2]), tmp_path, ReusePolicy(), dry_run=True, env=env)
+    out = capsys.readouterr().out
+    assert "predicted peak 1.0 GB" in out and "does NOT fit on A800-80GB" in out
+    report = runner.run_plan(_plan([1, 2]), tmp_path, ReusePolicy(), env=env)
+    assert calls == [1] and report.actions["fake/x/2"] == "predicted_oom"
+    runner.run_plan(_plan([1, 2]), tmp_path, ReusePolicy(), env={**env, "RUN_PREDICTED_OOM": "1"})
+    assert calls == [1, 2]

@@ -147,6 +147,7 @@ def run_plan(
     """
     from tqdm import tqdm
 
+    from longctx.predict import runner_hooks
     from longctx.provenance import fingerprint
 
     env = os.environ if env is None else env
@@ -158,8 +159,9 @@ def run_plan(
     report = RunReport()
     cells = plan.unique_cells()
     print(f"plan {plan.profile}: {len(cells)} cells ({plan.description})")
+    gpu = runner_hooks.target_gpu(env)  # PREDICT_GPU or the visible GPU: predictions shown / OOM cells held back
     if dry_run:
-        return _dry_run(cells, plan, results_dir, policy, identity_hash, env, report)
+        return _dry_run(cells, plan, results_dir, policy, identity_hash, env, report, gpu)
     pending = [c for c in cells if not result_path(results_dir, c).exists()]
     if pending:
         est = sum(plan.est_seconds.get(c.study, 0) for c in pending)
@@ -184,6 +186,11 @@ def run_plan(
             atomic_write_json(a.path, mark_stale(a.existing, a.note))
             report.actions[cell.id] = "reuse_stale"
             continue
+        predicted = runner_hooks.skip_prediction(cell, gpu, env)
+        if predicted is not None:
+            report.actions[cell.id] = runner_hooks.PREDICTED_OOM
+            bar.write(f"not launched {cell.id}: {runner_hooks.summary(predicted)} (RUN_PREDICTED_OOM=1 runs it)")
+            continue
         started = time.perf_counter()
         try:
             result = STUDIES[cell.study].run(a.cfg, a.inputs, a.path)
@@ -204,8 +211,9 @@ def run_plan(
     return report
 
 
-def _dry_run(cells, plan, results_dir, policy, identity_hash, env, report: RunReport) -> RunReport:
-    """Print what would run and a time estimate; touches nothing (missing local inputs are reported, not made)."""
+def _dry_run(cells, plan, results_dir, policy, identity_hash, env, report: RunReport, gpu=None) -> RunReport:
+    """Print what would run and a time estimate, with each cell's predicted peak and roofline time on ``gpu``;
+    touches nothing (missing local inputs are reported, not made)."""
     for cell in cells:
         try:
             a = assess(cell, results_dir, policy, identity_hash, env)
@@ -214,6 +222,10 @@ def _dry_run(cells, plan, results_dir, policy, identity_hash, env, report: RunRe
             action, why = "run", f"inputs not prepared yet: {exc}"
         report.actions[cell.id] = action
         print(f"  {action:12s} {cell.id}" + (f"  ({why})" if why else ""))
+        if gpu is not None:
+            from longctx.predict.runner_hooks import dry_run_note
+
+            print(f"  {'':12s} {dry_run_note(cell, gpu)}")
     to_run = [c for c in cells if report.actions[c.id] == "run"]
     est = sum(plan.est_seconds.get(c.study, 0) for c in to_run)
     print(f"dry run: {len(to_run)} cells would run (rough estimate {est / 60:.0f} min); nothing was run or written")
