@@ -4,7 +4,7 @@
   this artifact on meta tensors (``longctx predict --compare-original`` writes ``results/predict/
   compare_original.json``): status, allocated peak, measured time beside the roofline bound.
 * ``roofline_points`` / ``draw_roofline``: each attribution cell's roofline time bound (``longctx predict``
-  writes ``results/predict/<profile>_<gpu>.json``), drawn as a dotted line in the time figures.
+  writes ``results/predict/<profile>_<gpu>.json``), drawn as a thin dash-dot line in the time figures.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from longctx.paper.render import Table
 PREDICT_DIR = Path("results/predict")
 COMPARE_FILE = PREDICT_DIR / "compare_original.json"
 ROOFLINE_LABEL = "roofline bound (predicted)"
-ROOFLINE_STYLE = {"linestyle": (0, (1, 1.5)), "linewidth": 0.7, "alpha": 0.8, "marker": None}
+ROOFLINE_STYLE = {"linestyle": "-.", "linewidth": 0.6, "alpha": 0.8, "marker": None}  # dotted is the original
 
 
 def _read(path: Path) -> dict | None:
@@ -101,7 +101,7 @@ def roofline_points(profile: str, varies: str, gpu: str | None = None, root: str
 
 
 def draw_roofline(ax, points: dict, method: str, protocol: str, color) -> bool:
-    """Draw one method's roofline bound on a time axis (dotted, same colour); whether anything was drawn."""
+    """Draw one method's roofline bound on a time axis (dash-dot, same colour); whether anything was drawn."""
     series = points.get((method, protocol))
     if not series:
         return False
