@@ -118,6 +118,13 @@ def timing_groups(plan: Plan) -> dict[str, str]:
     return {cell_id: root(group) for cell_id, group in first.items()}
 
 
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min`` or ``3.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3 * 3600 else f"{seconds / 3600:.1f} h"
+
+
 def retry_command(argv: list[str] | None = None) -> str:
     """The command line that started this run, to run it again."""
     argv = list(sys.argv if argv is None else argv)
@@ -189,7 +196,7 @@ def run_plan(
     if tasks:
         est = sum(estimate(plan, t.cell).seconds for t in tasks) / jobs
         where = "here" if executor == "local" else "on Slurm"
-        print(f"{len(tasks)} cells to measure {where}, {jobs} at a time: rough estimate {est / 60:.0f} min")
+        print(f"{len(tasks)} cells to measure {where}, {jobs} at a time: rough estimate {duration(est)}")
     stopped: list[str] = []
 
     def on_outcome(outcome: Outcome) -> bool:
@@ -249,6 +256,6 @@ def _dry_run(cells: list[Cell], plan: Plan, ctx: RunContext, report: RunReport) 
         print(f"  {action:12s} {cell.id}" + (f"  ({why})" if why else ""))
     to_run = [c for c in cells if report.actions[c.id] == "run"]
     est = sum(estimate(plan, c).seconds for c in to_run)
-    print(f"dry run: {len(to_run)} cells would run (rough estimate {est / 60:.0f} min); nothing was run or written")
+    print(f"dry run: {len(to_run)} cells would run (rough estimate {duration(est)}); nothing was run or written")
     return report
 

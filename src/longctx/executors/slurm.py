@@ -28,7 +28,7 @@ from longctx import knobs
 from longctx.atomic_files import atomic_write_json
 from longctx.errors import UsageError
 from longctx.estimate import Estimate, time_limit_s
-from longctx.executors.cells import FAILED, RAN, Outcome, RunContext, Task
+from longctx.executors.cells import BY_OTHER, FAILED, RAN, SKIP, Outcome, RunContext, Task
 from longctx.executors.claims import ClaimStore, job_in_queue
 from longctx.executors.local import LocalExecutor, OnOutcome
 from longctx.provenance import utc_now
@@ -190,12 +190,17 @@ class SlurmExecutor:
         return executor
 
     def _submit(self, group: str, tasks: list[Task], ctx: RunContext) -> _Submitted:
+        """Submit ``group``'s job and record it in ``jobs.json`` at once (a runner killed now finds it again)."""
         shape = JobShape.of([self.estimates[t.cell.id] for t in tasks], self.jobs)
         limit = shape.minutes * 60.0
         tasks = [dataclasses.replace(t, limit_s=limit) for t in tasks]
         gpus_per_cell = shape.gpus // shape.parallel
         executor = self._executor(shape, group, Path(ctx.results_dir).parent)
-        job = executor.submit(GroupJob(group, tasks, ctx, shape.parallel, gpus_per_cell))
+        with FileLock(str(self.folder / f"{INDEX}.lock")):
+            job = executor.submit(GroupJob(group, tasks, ctx, shape.parallel, gpus_per_cell))
+            index = _read_index(self.folder / INDEX)
+            index[group] = {"job_id": str(job.job_id), "submitted_utc": utc_now(), "cells": len(tasks)}
+            atomic_write_json(self.folder / INDEX, index)
         print(
             f"slurm: submitted job {job.job_id} for {group} ({len(tasks)} cells; {shape.gpus} GPU, {shape.cpus} CPU, "
             f"{shape.mem_gb} GB, {shape.minutes} min)",
@@ -218,19 +223,14 @@ class SlurmExecutor:
         return _Submitted(group, job, [t for t in tasks if t.cell.id in covered])
 
     def _start(self, by_group: dict[str, list[Task]], ctx: RunContext) -> list[_Submitted]:
+        """Reattach to each group's job of an earlier run while Slurm still has it, else submit one."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        index_path = self.folder / INDEX
-        with FileLock(str(self.folder / f"{INDEX}.lock")):
-            index = _read_index(index_path)
-            submitted = []
-            for group, tasks in by_group.items():
-                known = index.get(group, {}).get("job_id")
-                sub = self._reattach(group, known, tasks) if known else None
-                if sub is None or not sub.tasks:
-                    sub = self._submit(group, tasks, ctx)
-                    index[group] = {"job_id": sub.job_id, "submitted_utc": utc_now(), "cells": len(tasks)}
-                submitted.append(sub)
-            atomic_write_json(index_path, index)
+        index = _read_index(self.folder / INDEX)
+        submitted = []
+        for group, tasks in by_group.items():
+            known = index.get(group, {}).get("job_id")
+            sub = self._reattach(group, known, tasks) if known else None
+            submitted.append(sub if sub is not None and sub.tasks else self._submit(group, tasks, ctx))
         return submitted
 
     # -------------------------------------------------------------------------------------------- waiting
@@ -290,6 +290,8 @@ class SlurmExecutor:
                 continue
             if cid in reported:
                 outcome = reported[cid]
+                if outcome.state == SKIP:  # this run found it to measure, so someone measured it meanwhile
+                    outcome.state = BY_OTHER
                 outcome.detail = "; ".join(filter(None, (outcome.detail, f"Slurm job {sub.job_id}")))
             elif _measured(ctx, task):
                 outcome = Outcome(cid, RAN, f"Slurm job {sub.job_id}")
