@@ -11,6 +11,10 @@ LONGCTX := $(VENV)/bin/longctx
 STAMP := $(VENV)/.installed
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+# Where paper/experiments/baseline measure cells (read by longctx from the environment; see README "Running on a
+# cluster"): EXECUTOR=local (default) or slurm, JOBS=N cells at once (one GPU each), SLURM_* for the cluster.
+EXECUTOR ?=
+JOBS ?=
 
 .PHONY: help setup texlive test test-compat lint smoke baseline experiments tables figures pdf paper bench lock clean \
         docker-build docker-run docker-pin
