@@ -212,7 +212,8 @@ def _measured_meanwhile(a: Assessment, ctx: RunContext) -> bool:
 
 
 def execute_cell(task: Task, ctx: RunContext, claims: ClaimStore, *, debug: bool = False) -> Outcome:
-    """Bring one cell up to date: skip it, reuse it stale, or claim and measure it."""
+    """Bring one cell the runner found to measure up to date: claim and measure it, unless it has been measured
+    meanwhile (``by_other``) or another runner is at it (``claimed``); ALLOW_STALE may reuse it instead."""
     cell = task.cell
     try:
         a = assess(cell, ctx)
@@ -220,8 +221,8 @@ def execute_cell(task: Task, ctx: RunContext, claims: ClaimStore, *, debug: bool
         raise
     except UsageError as exc:
         return Outcome(cell.id, FAILED, f"cannot start: {exc}")
-    if a.action is Action.SKIP:
-        return Outcome(cell.id, SKIP)
+    if a.action is Action.SKIP:  # the runner found it to measure: another runner has measured it since
+        return Outcome(cell.id, BY_OTHER)
     if a.action is Action.REUSE_STALE:
         print(f"longctx: warning: ALLOW_STALE=1 reuses stale {cell.id}: {a.note}", file=sys.stderr)
         atomic_write_json(a.path, mark_stale(a.existing, a.note))

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from longctx.errors import UsageError
-from longctx.executors.cells import BY_OTHER, CLAIMED, FAILED, SKIP, Outcome, RunContext, Task, execute_cell
+from longctx.executors.cells import CLAIMED, FAILED, Outcome, RunContext, Task, execute_cell
 from longctx.executors.claims import ClaimStore
 from longctx.executors.process import python_module, spawn, stop
 
@@ -53,28 +53,21 @@ def worker_environments(jobs: int, gpus_per_cell: int) -> list[dict[str, str]]:
 
 
 class _ClaimedCells:
-    """Cells another runner was measuring: announced once, retried when their claim is gone."""
+    """Cells another runner was measuring: announced once, looked at again when their claim is gone."""
 
     def __init__(self, claims: ClaimStore):
-        self.claims, self.cells, self.retried = claims, {}, set()
+        self.claims, self.cells = claims, {}
 
     def add(self, task: Task, outcome: Outcome) -> None:
         print(f"waiting for {task.cell.id}: {outcome.detail}", flush=True)
         self.cells[task.cell.id] = task
 
     def free(self) -> list[Task]:
-        """The set-aside cells whose claim no longer stands (done, given up or stale): to be looked at again."""
+        """The set-aside cells whose claim no longer stands (done, given up or stale)."""
         ready = [t for cid, t in self.cells.items() if self.claims.live_holder(cid) is None]
         for task in ready:
             del self.cells[task.cell.id]
-            self.retried.add(task.cell.id)
         return ready
-
-    def relabel(self, outcome: Outcome) -> Outcome:
-        """A retried cell found valid was measured by the runner we waited for."""
-        if outcome.cell_id in self.retried and outcome.state == SKIP:
-            outcome.state = BY_OTHER
-        return outcome
 
 
 class LocalExecutor:
@@ -102,7 +95,7 @@ class LocalExecutor:
                 queue.extend(claimed.free())
                 continue
             task = queue.popleft()
-            outcome = claimed.relabel(execute_cell(task, ctx, claims, debug=bool(os.environ.get("LONGCTX_DEBUG"))))
+            outcome = execute_cell(task, ctx, claims, debug=bool(os.environ.get("LONGCTX_DEBUG")))
             if outcome.state == CLAIMED and self.wait_claimed:
                 claimed.add(task, outcome)
             elif not on_outcome(outcome):
@@ -205,7 +198,6 @@ class _Pool:
         go_on = True
         for outcome in outcomes:
             task, worker.task = worker.task, None
-            outcome = self.claimed.relabel(outcome)
             if outcome.state == CLAIMED and self.executor.wait_claimed:
                 self.claimed.add(task, outcome)
             else:

@@ -28,7 +28,7 @@ from longctx import knobs
 from longctx.atomic_files import atomic_write_json
 from longctx.errors import UsageError
 from longctx.estimate import Estimate, time_limit_s
-from longctx.executors.cells import BY_OTHER, FAILED, RAN, SKIP, Outcome, RunContext, Task
+from longctx.executors.cells import FAILED, RAN, Outcome, RunContext, Task
 from longctx.executors.claims import ClaimStore, job_in_queue
 from longctx.executors.local import LocalExecutor, OnOutcome
 from longctx.provenance import utc_now
@@ -290,8 +290,6 @@ class SlurmExecutor:
                 continue
             if cid in reported:
                 outcome = reported[cid]
-                if outcome.state == SKIP:  # this run found it to measure, so someone measured it meanwhile
-                    outcome.state = BY_OTHER
                 outcome.detail = "; ".join(filter(None, (outcome.detail, f"Slurm job {sub.job_id}")))
             elif _measured(ctx, task):
                 outcome = Outcome(cid, RAN, f"Slurm job {sub.job_id}")
