@@ -241,7 +241,7 @@ class SlurmExecutor:
         import submitit
         from submitit.slurm.slurm import SlurmInfoWatcher
 
-        submitit.SlurmJob.watcher = SlurmInfoWatcher(delay_s=int(self.settings.poll_s))
+        watcher = submitit.SlurmJob.watcher = SlurmInfoWatcher(delay_s=int(self.settings.poll_s))
         by_group: dict[str, list[Task]] = {}
         for task in tasks:
             by_group.setdefault(self.group_of[task.cell.id], []).append(task)
@@ -250,7 +250,8 @@ class SlurmExecutor:
         claims, stopping, last, failed = ClaimStore(ctx.results_dir), False, "", 0
         try:
             while active:
-                for sub in [s for s in active if s.job.done(force_check=True)]:
+                watcher.update()  # one sacct for every job (a job that ended without a result needs it)
+                for sub in [s for s in active if s.job.done()]:
                     active.remove(sub)
                     for outcome in self._outcomes(sub, pending, ctx):
                         del pending[outcome.cell_id]
@@ -268,7 +269,7 @@ class SlurmExecutor:
                     print(line, flush=True)
                     last = line
                 if active:
-                    time.sleep(min(self.settings.poll_s, 5.0))
+                    time.sleep(self.settings.poll_s)
         except KeyboardInterrupt:
             ids = ", ".join(s.job_id for s in active)
             print(f"slurm: jobs {ids} keep running; run the same command again to follow them", file=sys.stderr)
