@@ -187,6 +187,11 @@ def run_plan(
     if dry_run:
         return _dry_run(cells, plan, ctx, report)
     validate_results_dir(results_dir)
+    if executor == "slurm":
+        from longctx.executors.slurm import SlurmSettings, require_slurm
+
+        require_slurm()
+        SlurmSettings.from_env(env)  # bad SLURM_* knobs: exit 2 now, not after the assets
     prepare_assets(plan)
     tasks = []
     for cell in cells:
@@ -210,7 +215,8 @@ def run_plan(
                 return False
         return True
 
-    _executor(executor, jobs, plan, tasks, results_dir, env).run(tasks, ctx, on_outcome)
+    if tasks:
+        _executor(executor, jobs, plan, tasks, results_dir, env).run(tasks, ctx, on_outcome)
     print(report.closing())
     if stopped:
         raise RunFailure(stopped[0])

@@ -42,6 +42,12 @@ CPUS_PER_GPU = 4
 MAX_TIMEOUTS = 3  # requeues after a time-out or preemption before submitit gives up
 
 
+def require_slurm() -> None:
+    """Refuse the Slurm executor where Slurm cannot be reached (before any work)."""
+    if shutil.which("sbatch") is None:
+        raise UsageError("--executor slurm: no sbatch on PATH (a one-node Slurm here: scripts/slurm-local.sh start)")
+
+
 @dataclass(frozen=True)
 class SlurmSettings:
     """Where and how jobs are submitted (from the SLURM_* knobs)."""
@@ -176,8 +182,6 @@ class SlurmExecutor:
                  settings: SlurmSettings, logs_dir: Path):  # fmt: skip
         self.jobs, self.group_of, self.estimates, self.settings = jobs, group_of, estimates, settings
         self.folder = logs_dir / SLURM_DIR
-        if shutil.which("sbatch") is None:
-            raise UsageError("--executor slurm: no sbatch on PATH (on this machine: scripts/slurm-local.sh start)")
 
     # -------------------------------------------------------------------------------------------- submitting
 
