@@ -173,23 +173,24 @@ def test_a_local_and_a_slurm_runner_together_measure_every_cell_once(slurm, proj
 def test_cancelled_job_fails_its_cell_a_preempted_one_is_requeued_and_a_rerun_measures_only_the_cancelled(
     slurm, project
 ):
-    """`longctx run baseline`: two cells, one job each. The PG19 job is preempted (USR2, as Slurm signals it): submitit
-    requeues it and it finishes; the WikiText job is cancelled (scancel): the run fails naming that cell and the
-    command to retry; the rerun measures that cell and nothing else."""
+    """`longctx run baseline`: two cells, one job each. The WikiText job is preempted (USR2, as Slurm signals it):
+    submitit requeues it and it finishes. The PG19 job (the longer cell: it cannot finish within Slurm's 10 s kill
+    grace) is cancelled (scancel): the run fails naming that cell and the command to retry; the rerun takes over the
+    dead job's claim and measures that cell and nothing else."""
     runner = Runner.start(project, "results-cancel", "--executor", "slurm", slice_="baseline")
     store = project / "results-cancel" / "smoke"
-    preempted, cancelled = claim_of(store, PG19_BASELINE)["job_id"], claim_of(store, WIKITEXT_BASELINE)["job_id"]
-    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
+    preempted, cancelled = claim_of(store, WIKITEXT_BASELINE)["job_id"], claim_of(store, PG19_BASELINE)["job_id"]
     subprocess.run(["scancel", cancelled], check=True)
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
     code, out = runner.wait()
     assert code == 1, out[-3000:]
-    assert f"not ok (1):\n  {WIKITEXT_BASELINE}: Slurm job {cancelled} ended without finishing it" in out
+    assert f"not ok (1):\n  {PG19_BASELINE}: Slurm job {cancelled} ended without finishing it" in out
     assert "retry them with: longctx run baseline --profile smoke --results-dir results-cancel --executor slurm" in out
-    restarts = [e.get("restart") for e in events(store) if e["cell"] == PG19_BASELINE and e["event"] == "start"]
+    restarts = [e.get("restart") for e in events(store) if e["cell"] == WIKITEXT_BASELINE and e["event"] == "start"]
     assert restarts == [0, 1], events(store)
-    assert results(store)[PG19_BASELINE]["status"] == "ok"
+    assert results(store)[WIKITEXT_BASELINE]["status"] == "ok"
     before = len(events(store))
     code, out = run(project, "results-cancel", "--executor", "slurm", slice_="baseline")
     assert code == 0, out[-3000:]
-    assert computations(store, since=before) == Counter({WIKITEXT_BASELINE: 1})
+    assert computations(store, since=before) == Counter({PG19_BASELINE: 1})
     assert "took it over" in out and "is gone" in out, out[-2000:]
