@@ -16,7 +16,7 @@ PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 EXECUTOR ?=
 JOBS ?=
 
-.PHONY: help setup texlive test test-compat lint smoke baseline experiments tables figures pdf paper bench lock clean \
+.PHONY: help setup texlive test test-compat lint smoke baseline experiments tables figures pdf paper check bench lock clean \
         docker-build docker-run docker-pin
 
 help: ## list the verbs
@@ -72,6 +72,9 @@ pdf: $(STAMP) texlive ## build NeurIPS/main.pdf from the generated files
 
 paper: $(STAMP) texlive ## run what is missing or stale, then tables, figures and NeurIPS/main.pdf
 	$(LONGCTX) paper all $(PROFILE_ARG)
+
+check: $(STAMP) ## check every claim of the README's claims table against the selected profile's results
+	$(LONGCTX) claims check $(PROFILE_ARG)
 
 bench: $(STAMP) ## performance benchmarks (profile timing on GPU; small shapes on CPU)
 	$(LONGCTX) bench all

@@ -96,6 +96,25 @@ def test_nonpositive_prompt_and_init_error_rows(tiny_dir, tmp_path):
     assert row["status"].startswith("init_error: UsageError") and row["time_sec"] is None
 
 
+def test_reference_cell_uses_the_originals_inputs_and_records_protocol_and_kernel(tiny_dir):
+    """A reference cell (in process): the original's construction (" " + prompt re-tokenized, wrapper), the
+    actual lengths, protocol and kernel in every row; a non-eager kernel is a recorded runtime error."""
+    from longctx.attribution.worker import run_job
+
+    rows = []
+    cfg = _cell(tiny_dir, method="ifr_multi_hop", protocol="reference", attn_implementation="eager", repeats=1)
+    run_job(cfg, rows.append)
+    (row,) = rows
+    assert row["status"] == "ok" and row["protocol"] == "reference" and row["attn_implementation"] == "eager"
+    assert row["input_construction"].startswith("reference:")
+    assert row["actual_generation"] == cfg.output_len + 1
+    assert describe_inputs(cfg)["data"]["n_tokens"] == row["actual_user_prompt"]
+    rows.clear()
+    run_job(_cell(tiny_dir, method="ifr_multi_hop", protocol="reference", attn_implementation="sdpa", repeats=1),
+            rows.append)  # fmt: skip
+    assert rows[0]["status"].startswith("runtime_error: UsageError") and "eager" in rows[0]["status"]
+
+
 def test_crashed_worker_gives_runtime_error_rows(tiny_dir, monkeypatch):
     import longctx.executors.process as process
 
@@ -127,7 +146,8 @@ def test_summary_csv_stays_valid_with_hostile_messages(tmp_path):
         {**identity, "repeat": 1, "status": "ok", "time_sec": 2.0, "peak_mem": _peak(10**9, 2 * 10**9)},
         {**identity, "repeat": 2, "status": "ok", "time_sec": 4.0, "peak_mem": _peak(3 * 10**9, 4 * 10**9)},
     ]
-    config = {"method": "IG", "prompt_len": 1, "output_len": 2}
+    rows[1]["attn_implementation"] = "eager"  # the kernel the worker loaded (recorded per run)
+    config = {"method": "IG", "prompt_len": 1, "output_len": 2, "protocol": "reference", "dtype": "float16"}
     stored = parse_result(
         build_result(
             study="attribution",
@@ -148,6 +168,7 @@ def test_summary_csv_stays_valid_with_hostile_messages(tmp_path):
     assert float(rec["time_std_sample"]) == pytest.approx(2**0.5)
     assert float(rec["peak_mem_mean"]) == 3.0 and float(rec["peak_mem_allocated_mean"]) == 2.0  # GB, reserved
     assert (rec["n_ok"], rec["n_runs"]) == ("2", "3")
+    assert (rec["protocol"], rec["dtype"], rec["attn_implementation"]) == ("reference", "float16", "eager")
 
 
 def test_plan_cell_writes_result(tiny_dir, tmp_path):
@@ -219,7 +240,29 @@ def test_explain_cli_writes_matrix(tiny_dir, tmp_path, capsys):
     n_user, n_gen = data["user_prompt_span"][1] - data["user_prompt_span"][0], len(data["generation_ids"])
     assert len(data["matrix"]) == n_gen and all(len(row) == n_user + n_gen for row in data["matrix"])
     assert len(data["prompt_tokens"]) == n_user and len(data["generation_tokens"]) == n_gen
-    for g, row in enumerate(data["matrix"]):
-        assert all(v is None for v in row[n_user + g :]) and all(v is not None for v in row[: n_user + g])
+    for g, row in enumerate(data["matrix"]):  # row g: sink = the output token's own position, 0 beyond it
+        assert all(v == 0 for v in row[n_user + g + 1 :]) and all(v is not None for v in row)
     assert data["config"]["method"] == "ifr_all_positions" and "provenance" in data and data["eos_counts"]
     assert data["config"]["options"] == {"chunk_tokens": 128, "sink_chunk_tokens": 3}
+    assert data["input_ids"] == data["prompt_ids"] + data["generation_ids"]
+    u0, u1 = data["user_prompt_span"]
+    assert data["column_positions"] == list(range(u0, u1)) + data["row_positions"]
+    assert data["row_positions"] == list(range(data["prompt_len"], len(data["input_ids"])))
+
+
+def test_explain_reference_protocol_records_the_span_vectors(tiny_dir, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("VAR ABCDE = 12345. Question: which variables hold 12345?")
+    out = tmp_path / "a.json"
+    argv = ["attribution", "explain", "--model", str(tiny_dir / "tiny-qwen3"), "--protocol", "reference",
+            "--attn-implementation", "eager", "--method", "ifr_multi_hop", "--prompt-file", str(prompt),
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["protocol"] == "reference" and data["config"]["dtype"] == "float32"
+    assert data["input_construction"]["construction"].startswith("reference:")
+    scores = data["span"]["scores_by_position"]
+    assert len(scores) == len(data["input_ids"]) and len(data["span"]["hops_by_position"]) == 2
+    for row in data["matrix"]:
+        assert row == pytest.approx([scores[p] for p in data["column_positions"]])
+    assert data["method_details"]["sink_span_absolute"] == [data["prompt_len"], len(data["input_ids"]) - 1]

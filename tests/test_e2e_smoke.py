@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import install_tiny_models
+from longctx.claims import CLAIMS
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -65,6 +66,13 @@ def test_smoke_paper_end_to_end_then_full_reuse(workdir):
         assert "smoke profile" in text.lower()
         streaming = json.loads(next((workdir / "results" / "smoke" / "streaming" / "pg19").glob("lazy-*")).read_text())
         assert f"{streaming['metrics']['ppl']:.2f}" in text or f"{streaming['metrics']['ppl']:.1f}" in text
+    main_tex = (workdir / "NeurIPS" / "generated" / "main_table.tex").read_text()
+    assert "& reference & Lazy" in main_tex and "& efficient & Lazy" in main_tex  # both protocols measured
+    assert r"\missing" not in main_tex
+    claims = _longctx(["claims", "check", "--profile", "smoke"], workdir, env)
+    assert claims.returncode == 0, claims.stdout[-3000:] + claims.stderr[-3000:]
+    assert all(f" {c.id}: " in claims.stdout for c in CLAIMS)
+    assert re.search(r"pass +streaming\.pg19\.delta_noop_without_slack\.reference", claims.stdout)
     mtimes = {p: p.stat().st_mtime_ns for p in results}
     second = _longctx(["paper", "all"], workdir, env)
     assert second.returncode == 0, second.stderr[-3000:]

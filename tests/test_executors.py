@@ -1,6 +1,7 @@
-"""Runners sharing one result store, for real: the smoke streaming plan's `main` slice (6 cells, two datasets: two
-timing groups) run by the real CLI: two identical local runners at once (--jobs 2 each), and through the local Slurm
-(submitit), alone, beside a local runner, and with a job cancelled and another preempted.
+"""Runners sharing one result store, for real: the smoke streaming plan's recompute baselines (`longctx run baseline`
+with STUDIES=streaming: 4 cells, two datasets × two protocols, so two timing groups of two cells) run by the real
+CLI: two identical local runners at once (--jobs 2 each), and through the local Slurm (submitit): alone (with a job
+preempted and requeued), beside a local runner, and with a job cancelled and the run resumed.
 
 Computations are counted from ``logs/cells.jsonl`` (one ``start`` line per measurement), not from result files.
 The Slurm tests need the one-node cluster of ``scripts/slurm-local.sh start`` (``.ci/run`` starts it) and skip,
@@ -25,8 +26,8 @@ import pytest
 from conftest import install_tiny_models, slurm_unavailable_reason
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CELLS = 6  # `longctx run main --profile smoke` with STUDIES=streaming
-PG19_BASELINE, WIKITEXT_BASELINE = "streaming/pg19/recompute-S0-C256", "streaming/wikitext/recompute-S0-C256"
+PG19, WIKITEXT = "streaming/pg19/recompute-S0-C256", "streaming/wikitext/recompute-S0-C256"
+CELLS = {PG19, f"{PG19}-ref", WIKITEXT, f"{WIKITEXT}-ref"}  # `longctx run baseline --profile smoke`, streaming only
 TIMEOUT_S = 400
 
 
@@ -54,9 +55,9 @@ class Runner:
     log: Path
 
     @classmethod
-    def start(cls, project: Path, results: str, *args: str, slice_: str = "main") -> Runner:
+    def start(cls, project: Path, results: str, *args: str) -> Runner:
         log = project / f"{results}-{time.monotonic_ns()}.log"
-        cmd = [sys.executable, "-m", "longctx", "run", slice_, "--profile", "smoke", "--results-dir", results, *args]
+        cmd = [sys.executable, "-m", "longctx", "run", "baseline", "--profile", "smoke", "--results-dir", results]
         env = {
             **os.environ,
             "PYTHONPATH": str(SRC),
@@ -67,7 +68,7 @@ class Runner:
         }
         with log.open("w") as out:
             proc = subprocess.Popen(
-                cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*cmd, *args], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         return cls(proc, log)
 
@@ -82,8 +83,8 @@ class Runner:
         return code, self.log.read_text()
 
 
-def run(project: Path, results: str, *args: str, slice_: str = "main") -> tuple[int, str]:
-    return Runner.start(project, results, *args, slice_=slice_).wait()
+def run(project: Path, results: str, *args: str) -> tuple[int, str]:
+    return Runner.start(project, results, *args).wait()
 
 
 def events(store: Path) -> list[dict]:
@@ -118,10 +119,11 @@ def claim_of(store: Path, cell_id: str, timeout_s: float = 120) -> dict:
     raise AssertionError(f"no Slurm job claimed {cell_id} within {timeout_s} s")
 
 
-def assert_each_once(store: Path, outputs: list[str]) -> None:
-    counts = computations(store)
-    assert len(counts) == CELLS and set(counts.values()) == {1}, (counts, *(o[-2000:] for o in outputs))
-    assert len(results(store)) == CELLS
+def assert_each_once(store: Path, outputs: list[str], again: str | None = None) -> None:
+    """Every cell measured exactly once (``again``: twice, its first run interrupted), no claim left."""
+    expected = Counter({cell: 1 + (cell == again) for cell in CELLS})
+    assert computations(store) == expected, (computations(store), *(o[-2000:] for o in outputs))
+    assert set(results(store)) == CELLS
     assert not list((store / ".claims").rglob("*.claim")), "a claim was left behind"
 
 
@@ -136,27 +138,31 @@ def test_two_identical_local_runners_measure_every_cell_once(local_store):
     store, finished = local_store
     for code, out in finished:
         assert code == 0, out[-3000:]
-        assert re.search(r"^6 cells: .*", out, re.M), out[-2000:]
+        assert re.search(r"^4 cells: ", out, re.M), out[-2000:]
     assert_each_once(store, [out for _, out in finished])
 
 
 @pytest.mark.slurm
-def test_slurm_run_writes_the_same_results_as_a_local_run(slurm, project, local_store):
-    code, out = run(project, "results-slurm", "--executor", "slurm")
-    assert code == 0, out[-3000:]
+def test_slurm_run_preempted_midway_writes_the_same_results_as_a_local_run(slurm, project, local_store):
+    """One job per timing group (dataset); the PG19 job is preempted (USR2, as Slurm signals it) during its first
+    cell: submitit checkpoints and requeues it, it resumes from the store, and every number equals the local run's."""
+    runner = Runner.start(project, "results-slurm", "--executor", "slurm")
     store = project / "results-slurm" / "smoke"
-    assert_each_once(store, [out])
-    assert "slurm: submitted job" in out and "slurm: 6 done, 0 running, 0 queued, 0 failed" in out
+    preempted = claim_of(store, PG19)["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
+    code, out = runner.wait()
+    assert code == 0, out[-3000:]
+    assert "slurm: 4 done, 0 running, 0 queued, 0 failed" in out
+    assert_each_once(store, [out], again=PG19)
+    restarts = [e.get("restart") for e in events(store) if e["cell"] == PG19 and e["event"] == "start"]
+    assert restarts == [0, 1], events(store)
     local, remote = results(local_store[0]), results(store)
-    assert local.keys() == remote.keys()
     for cell_id, mine in remote.items():
         theirs = local[cell_id]
         assert mine["config_hash"] == theirs["config_hash"], cell_id
         assert abs(mine["metrics"]["ppl"] - theirs["metrics"]["ppl"]) <= 1e-6, cell_id
-        assert mine["provenance"]["slurm_job_id"], cell_id
-    jobs = {r["provenance"]["slurm_job_id"] for r in remote.values()}
-    by_dataset = {cid.split("/")[1]: r["provenance"]["slurm_job_id"] for cid, r in remote.items()}
-    assert len(jobs) == 2 and len(set(by_dataset.values())) == 2, "one job per timing group (dataset)"
+    jobs = {cid.split("/")[1]: {r["provenance"]["slurm_job_id"]} for cid, r in remote.items()}
+    assert all(len(j) == 1 for j in jobs.values()) and jobs["pg19"] != jobs["wikitext"], "one job per timing group"
 
 
 @pytest.mark.slurm
@@ -169,28 +175,25 @@ def test_a_local_and_a_slurm_runner_together_measure_every_cell_once(slurm, proj
 
 
 @pytest.mark.slurm
-@pytest.mark.slow
-def test_cancelled_job_fails_its_cell_a_preempted_one_is_requeued_and_a_rerun_measures_only_the_cancelled(
-    slurm, project
-):
-    """`longctx run baseline`: two cells, one job each. The WikiText job is preempted (USR2, as Slurm signals it):
-    submitit requeues it and it finishes. The PG19 job (the longer cell: it cannot finish within Slurm's 10 s kill
-    grace) is cancelled (scancel): the run fails naming that cell and the command to retry; the rerun takes over the
-    dead job's claim and measures that cell and nothing else."""
-    runner = Runner.start(project, "results-cancel", "--executor", "slurm", slice_="baseline")
+def test_cancelled_job_fails_its_cells_and_the_rerun_measures_exactly_those(slurm, project):
+    """scancel of the PG19 job during its first cell: the run fails naming the cells that job left unmeasured and
+    the command to retry; the rerun takes over the dead job's claim and measures those cells and nothing else."""
+    runner = Runner.start(project, "results-cancel", "--executor", "slurm")
     store = project / "results-cancel" / "smoke"
-    preempted, cancelled = claim_of(store, WIKITEXT_BASELINE)["job_id"], claim_of(store, PG19_BASELINE)["job_id"]
+    cancelled = claim_of(store, PG19)["job_id"]
     subprocess.run(["scancel", cancelled], check=True)
-    subprocess.run(["scancel", "--signal=USR2", preempted], check=True)
     code, out = runner.wait()
     assert code == 1, out[-3000:]
-    assert f"not ok (1):\n  {PG19_BASELINE}: Slurm job {cancelled} ended without finishing it" in out
+    unmeasured = CELLS - set(results(store))
+    assert f"{PG19}-ref" in unmeasured and not unmeasured & {WIKITEXT, f"{WIKITEXT}-ref"}
+    assert f"not ok ({len(unmeasured)}):" in out
+    for cell_id in unmeasured:
+        assert f"  {cell_id}: Slurm job {cancelled} ended without finishing it" in out
     assert "retry them with: longctx run baseline --profile smoke --results-dir results-cancel --executor slurm" in out
-    restarts = [e.get("restart") for e in events(store) if e["cell"] == WIKITEXT_BASELINE and e["event"] == "start"]
-    assert restarts == [0, 1], events(store)
-    assert results(store)[WIKITEXT_BASELINE]["status"] == "ok"
     before = len(events(store))
-    code, out = run(project, "results-cancel", "--executor", "slurm", slice_="baseline")
+    code, out = run(project, "results-cancel", "--executor", "slurm")
     assert code == 0, out[-3000:]
-    assert computations(store, since=before) == Counter({PG19_BASELINE: 1})
-    assert "took it over" in out and "is gone" in out, out[-2000:]
+    assert computations(store, since=before) == Counter(unmeasured)
+    if PG19 in unmeasured:  # the cell the job was killed in (it may also have ended within Slurm's kill grace)
+        assert "took it over" in out and "is gone" in out, out[-2000:]
+    assert set(results(store)) == CELLS

@@ -39,6 +39,7 @@ from longctx.results import ReusePolicy, read_result
 from test_runner import _install_fake_study, _plan
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+CELL = "attribution/efficient/IG/P10-G4"  # the time curves below: IG at P=10, G=4 (and G=8)
 
 
 def _env(**extra) -> dict[str, str]:
@@ -112,9 +113,9 @@ def test_2_cells_ending_in_init_error_fail_the_run(broken_model, tmp_path):
     first = _run(_time_curve(broken_model, out))
     assert first.returncode == 1, first.stdout[-2000:] + first.stderr[-2000:]
     assert "1 cells: 1 failed" in first.stdout
-    assert "not ok (1):\n  attribution/IG/P10-G4: init_error: RuntimeError" in first.stdout
+    assert f"not ok (1):\n  {CELL}: init_error: RuntimeError" in first.stdout
     assert "retry them with: longctx attribution time-curve" in first.stdout
-    assert read_result(out / "results" / "attribution" / "IG" / "P10-G4.json").status.startswith("init_error")
+    assert read_result(out / "results" / f"{CELL}.json").status.startswith("init_error")
 
 
 def _error_result(tmp_path, status: str) -> Path:
@@ -185,7 +186,7 @@ def test_4_a_resume_after_a_code_edit_never_mixes_two_code_versions(tiny_dir, tm
     resumed = _run(_time_curve(model, out), env=_env(PYTHONPATH=str(edited)))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "config, code, model or data changed" in resumed.stdout
-    current = {read_result(out / "results" / "attribution" / "IG" / "P10-G4.json").config_hash}
+    current = {read_result(out / "results" / f"{CELL}.json").config_hash}
     assert old_hash not in current
     assert {row["config_hash"] for row in _runs(out)} == current and len(_runs(out)) == 2
     with (out / "time_curve_summary.csv").open() as fh:
@@ -199,7 +200,7 @@ def test_4_two_time_curves_in_one_directory_measure_each_cell_once_with_unique_r
              for _ in range(2)]  # fmt: skip
     finished = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], finished
-    assert _starts(out / "results") == Counter({"attribution/IG/P10-G4": 1, "attribution/IG/P10-G8": 1})
+    assert _starts(out / "results") == Counter({CELL: 1, CELL.replace("G4", "G8"): 1})
     repeats: dict[int, list[int]] = {}
     for row in _runs(out):
         repeats.setdefault(row["output_len"], []).append(row["repeat"])
@@ -342,7 +343,7 @@ def test_6_sigkill_to_a_time_curve_parent_takes_its_worker_along_and_the_rerun_t
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
     assert list(scratch.iterdir()) == []
-    assert (out / "results" / ".claims" / "attribution" / "IG" / "P10-G4.claim").exists()
+    assert (out / "results" / ".claims" / f"{CELL}.claim").exists()
     rerun = _run(cmd)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "took it over from" in rerun.stdout + rerun.stderr and "is gone" in rerun.stdout + rerun.stderr

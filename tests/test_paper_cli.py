@@ -37,7 +37,7 @@ def test_paper_all_runs_the_plan_then_generates_and_lists_missing(project, monke
     assert cli_main(["paper", "all", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "no PDF; install TeX Live" in out
-    assert "missing cells" in out and "attribution/IG/P10-G8" in out
+    assert "missing cells" in out and "attribution/efficient/IG/P10-G8" in out
     assert (project / "NeurIPS" / "generated" / "macros.tex").exists()
     assert (project / "NeurIPS" / "figures" / "kv_trace.pdf").exists()
 

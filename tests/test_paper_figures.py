@@ -32,3 +32,20 @@ def test_figures_without_results_report_every_cell_they_needed(tmp_path):
         if c.labels["dataset"] == "pg19" and c.config["method"] != "recompute"
     }
     assert set(report.missing) == needed
+
+
+def test_attribution_figures_draw_both_protocols_and_the_original_on_full(tmp_path):
+    from longctx.paper.attribution_tables import CURVES, ORIGINAL, curve_grid
+    from longctx.paper.figures import series_points
+    from longctx.paper.store import ResultView
+    from longctx.plan import load_plan
+
+    plan = load_plan("full", env={"STUDIES": "attribution", "ATTR_FUNCS": "IG"})
+    write_all(tmp_path / "results", plan)
+    report = generate_figures(plan, tmp_path / "results" / plan.profile, tmp_path / "figs")
+    assert report.missing == [] and (tmp_path / "figs" / "attr_output.pdf").read_bytes().startswith(b"%PDF")
+    view = ResultView(plan, tmp_path / "results" / plan.profile)
+    grid = curve_grid(view, CURVES[0])
+    assert grid.series("IG") == ["efficient", "reference"]
+    xs, times, _, _ = series_points(view, CURVES[0], grid, "IG", ORIGINAL)
+    assert xs == [10, 100, 500, 1000] and times[0] == 7.7784  # the original's ok points only

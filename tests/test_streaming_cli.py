@@ -68,6 +68,23 @@ def test_cli_end_to_end_writes_a_full_result(model_dir, text_file, tmp_path, cap
     assert describe_inputs(cfg) == inputs
 
 
+def test_cli_reference_protocol_records_it_and_scores_the_original_way(model_dir, text_file, tmp_path):
+    knobs = ["--method", "lazy", "--n-sink", "4", "--cap-total", "48", "--compress-every", "8", "--cache-slack", "2"]
+    outputs = {}
+    for protocol in ("efficient", "reference"):
+        outputs[protocol] = tmp_path / f"{protocol}.json"
+        assert main(_args(model_dir, text_file, outputs[protocol], *knobs, "--protocol", protocol, "--save-nll")) == 0
+    efficient, reference = (json.loads(outputs[p].read_text()) for p in ("efficient", "reference"))
+    assert reference["config"]["protocol"] == "reference" and efficient["config"]["protocol"] == "efficient"
+    assert reference["config"]["reference_loss"] == "fp32_except_baseline_prefill"
+    assert reference["config_hash"] != efficient["config_hash"]
+    m = reference["metrics"]
+    assert m["budget"]["prefill_len"] == 48 and m["cache"]["decode_steps"] == 160 - 48  # C_total, x_{P-1} twice
+    assert m["scored_tokens"] == 159 and m["cache"]["kv_len_trace"][0] == [0, 48]
+    assert math.isclose(m["ppl"], math.exp(sum(m["nll"]) / 159), rel_tol=1e-6)
+    assert m["ppl"] != efficient["metrics"]["ppl"]
+
+
 def test_cli_profiles_maintenance(model_dir, text_file, tmp_path):
     out = tmp_path / "prof.json"
     assert main(_args(model_dir, text_file, out, "--method", "start_recent", "--n-sink", "2", "--window", "30",
@@ -97,7 +114,15 @@ BAD = [
     (["--method", "lazy", "--cap-total", "16", "--warmup", "-1"], "--warmup must be a non-negative"),
     (["--method", "lazy", "--cap-total", "16", "--dtype", "float8"], "unknown --dtype"),
     (["--method", "lazy", "--cap-total", "16", "--impl", "turbo"], "invalid choice"),
-]
+    (["--method", "lazy", "--cap-total", "16", "--protocol", "original"], "invalid choice"),
+    (["--method", "lazy", "--cap-total", "16", "--protocol", "reference", "--compile"], "--compile is the efficient"),
+    (["--method", "lazy", "--cap-total", "16", "--protocol", "reference", "--impl", "plain"], "--impl picks"),
+    (["--method", "lazy", "--cap-total", "16", "--protocol", "reference", "--profile-maintenance"], "never timed"),
+    (["--method", "lazy", "--cap-total", "16", "--protocol", "reference", "--refresh-budget", "2",
+      "--refresh-policy", "middle"], "none of which refreshed"),
+    (["--method", "recompute", "--n-sink", "4", "--cap-total", "16", "--protocol", "reference"], "keeps no sinks"),
+    (["--method", "lazy", "--cap-total", "16", "--reference-loss", "model_dtype"], "--protocol reference only"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("extra,message", BAD, ids=[m for _, m in BAD])

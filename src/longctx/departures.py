@@ -4,12 +4,20 @@ Each study lists its departures in ``<study>/departures.py`` as ``Departure`` ro
 section (``longctx docs``) and the paper's departures table are both generated from ``all_departures()``, so
 they cannot drift. ``protocol`` says where the difference lives: ``efficient`` (the reference protocol follows
 the original there), ``both`` (neither protocol can follow it, e.g. hardware), ``reference`` (a documented
-residue the reference protocol cannot remove).
+residue the reference protocol cannot remove), ``none`` (no difference remains: an earlier version of this
+artifact differed, and the row keeps what that changed, measured).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+WHERE = {
+    "efficient": "the reference protocol follows the original here",
+    "both": "neither protocol can follow the original here",
+    "reference": "the reference protocol keeps this difference too",
+    "none": "both protocols now follow the original (an earlier version of this artifact differed)",
+}
 
 
 @dataclass(frozen=True)
@@ -20,7 +28,11 @@ class Departure:
     efficient: str  # what this artifact's efficient protocol does
     why: str
     effect: str  # measured effect on values / time, with where it was measured
-    protocol: str = "efficient"
+    protocol: str = "efficient"  # a key of WHERE
+
+    def __post_init__(self):
+        if self.protocol not in WHERE:
+            raise ValueError(f"departure {self.item!r}: protocol {self.protocol!r} is not one of {', '.join(WHERE)}")
 
 
 def all_departures() -> list[Departure]:

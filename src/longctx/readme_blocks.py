@@ -17,7 +17,13 @@ def _departures() -> str:
     return markdown_table(all_departures())
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"departures": _departures}
+def _claims() -> str:
+    from longctx.claims_check import markdown_table
+
+    return markdown_table()
+
+
+BLOCKS: dict[str, Callable[[], str]] = {"departures": _departures, "claims": _claims}
 
 
 def render(text: str) -> str:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from longctx.attribution.config import TimeCellConfig
-from longctx.attribution.inputs import exact_length_text
+from longctx.attribution.inputs import AttributionInputs, build_length_controlled_inputs
 from longctx.attribution.metrics import SKIPPED_NONPOSITIVE, base_row, cell_metrics, overall_status, status_row
 from longctx.data.tokens import token_ids_sha256
 
@@ -26,6 +26,15 @@ def load_sample(cfg: TimeCellConfig):
     from longctx.data.ruler import load_ruler_sample
 
     return load_ruler_sample(cfg.ruler_file, cfg.ruler_seed)
+
+
+def cell_inputs(cfg: TimeCellConfig, tokenizer, text: str) -> AttributionInputs:
+    """The cell's inputs as its protocol builds them: the original's construction (reference: P tiled ids
+    decoded, " " + prompt in the wrapper, P-1 user tokens with Qwen3) or exactly P user ids (efficient)."""
+    from longctx.attribution.reference_inputs import reference_inputs_to_length
+
+    build = reference_inputs_to_length if cfg.protocol == "reference" else build_length_controlled_inputs
+    return build(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
 
 
 def describe_inputs(cfg: TimeCellConfig) -> dict:
@@ -41,8 +50,8 @@ def describe_inputs(cfg: TimeCellConfig) -> dict:
     sample = load_sample(cfg)
     data = {"source": sample.source, "sample_id": sample.sample_id, "sha256_text": sample.sha256}
     if cfg.prompt_len > 0:
-        ids = exact_length_text(tokenizer_for(cfg.model, cfg.tokenizer), sample.text, cfg.prompt_len)[1]
-        data.update(n_tokens=len(ids), token_ids_sha256=token_ids_sha256(ids))
+        inputs = cell_inputs(cfg, tokenizer_for(cfg.model, cfg.tokenizer), sample.text)
+        data.update(n_tokens=inputs.n_user, token_ids_sha256=token_ids_sha256(inputs.user_ids))
     return {"model": model, "data": data}
 
 

@@ -71,6 +71,7 @@ class TimeCellConfig(AttributionSettings):
 class ExplainConfig(AttributionSettings):
     """One ``longctx attribution explain`` call: a prompt file, a method and its options."""
 
+    dtype: str = option("float32", help="float32 | float16 | bfloat16 (explain reads values: float32 by default)")
     method: str = option(help="attribution method", cli=False)
     prompt_file: str = option(help="UTF-8 text file with the user prompt")
     no_eos: bool = option(False, help="do not append (and score) the EOS token")

@@ -18,6 +18,23 @@ DEFAULT_TARGET_TEXT = " The answer is 42."
 _USER_SENTINEL = "\u0000LONGCTX_USER_PROMPT\u0000"
 
 
+@dataclass(frozen=True)
+class PromptTexts:
+    """The texts inputs were built from and their per-token strings (offset-mapping substrings, as the original).
+
+    Only the reference construction (``longctx.attribution.reference_inputs``) has them: methods that work on
+    text (sentence features, stop tokens) read them there instead of decoding ids one at a time.
+    """
+
+    user_prompt: str  # the user message's context as the model sees it (" " + prompt in the reference)
+    formatted_prompt: str  # the whole chat-templated prompt text
+    target: str  # the explained output text, without the EOS
+    user_prompt_ids: list[int]  # standalone tokenization of ``user_prompt``
+    prompt_tokens: list[str]  # token strings of ``formatted_prompt``
+    user_prompt_tokens: list[str]  # token strings of ``user_prompt`` (standalone)
+    generation_tokens: list[str]  # token strings of the decoded generation ids (EOS text last)
+
+
 @dataclass
 class AttributionInputs:
     """One teacher-forced example: formatted prompt ids followed by the generation ids (EOS last if appended)."""
@@ -28,7 +45,8 @@ class AttributionInputs:
     generation_ids: list[int]  # the output ids, EOS last if appended
     eos_counts: bool  # whether the EOS is one of the G scored output rows
     chat_template_used: bool  # False: raw prompt (model without a chat template)
-    details: dict = field(default_factory=dict)  # how the inputs were built (length fix-ups, targets)
+    details: dict = field(default_factory=dict)  # how the inputs were built (construction, length fix-ups, targets)
+    texts: PromptTexts | None = None  # texts and token strings (reference construction only)
 
     @property
     def n_user(self) -> int:
@@ -110,7 +128,13 @@ def _template_parts(tokenizer) -> tuple[str, str, bool]:
     return before, after, True
 
 
+EFFICIENT_CONSTRUCTION = (
+    "efficient: user ids placed verbatim in the chat template (thinking off), no wrapper, EOS id appended"
+)
+
+
 def _assemble(tokenizer, user_ids: list[int], gen_ids: list[int], append_eos: bool, details: dict):
+    details = {"construction": EFFICIENT_CONSTRUCTION, **details}
     before, after, templated = _template_parts(tokenizer)
     prefix, suffix = _encode(tokenizer, before), _encode(tokenizer, after)
     prompt = prefix + user_ids + suffix

@@ -20,11 +20,36 @@ from longctx.options import check_fields
 
 
 @dataclass
-class AttributionResult:
-    """Token-level scores: ``matrix`` [G, n_user + G] float32 on CPU, NaN where not causal."""
+class SpanScores:
+    """A span method's result: one score vector over the whole sequence, shared by the output rows it explains.
 
-    matrix: torch.Tensor
+    ``scores`` [T] (absolute positions), ``rows`` [G] bool (output rows that carry ``scores``; the others
+    are NaN), ``hops`` the raw per-hop vectors [T] it was combined from. Linear in T: never expanded to
+    a [G, T] matrix unless a reader asks for one (``AttributionResult.as_matrix``).
+    """
+
+    scores: torch.Tensor
+    rows: torch.Tensor
+    hops: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class AttributionResult:
+    """Token-level scores: ``matrix`` [G, n_user + G] float32 on CPU (NaN where a method leaves none), or, for
+    span methods, ``span`` (one vector over the sequence; ``as_matrix`` expands it for display)."""
+
+    matrix: torch.Tensor | None = None
     details: dict = field(default_factory=dict)
+    span: SpanScores | None = None
+
+    def as_matrix(self, inputs) -> torch.Tensor:
+        """The [G, n_user + G] matrix (columns: user-prompt tokens, then output tokens), expanding a span result."""
+        if self.matrix is not None:
+            return self.matrix
+        row = self.span.scores.detach().to("cpu", torch.float32)[inputs.column_positions()]
+        matrix = row.expand(len(self.span.rows), -1).clone()
+        matrix[~self.span.rows.cpu()] = float("nan")
+        return matrix
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,9 @@ class MethodSpec:
     options: type  # frozen dataclass of the method's settings
     run: Callable[..., AttributionResult]  # the efficient protocol: this artifact's implementation
     reference: Callable[..., AttributionResult] | None = None  # the original experiment's code path
+    # (model, options) -> None, run once before the reference runs are timed: what the original does outside
+    # its timed call (spaCy's pipeline is built at import, the masked LM in the attributor's constructor)
+    reference_setup: Callable[..., None] | None = None
 
     def runner(self, protocol: str) -> Callable[..., AttributionResult]:
         """The implementation of ``protocol`` (``reference`` | ``efficient``)."""

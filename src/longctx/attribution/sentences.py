@@ -8,6 +8,7 @@ from __future__ import annotations
 from longctx.attribution.inputs import token_strings
 
 SENTENCE_END = (".", "!", "?", "\n")
+SPLITTER = "token-suffix rule: a sentence ends at a token ending in . ! ? or a newline"  # recorded in results
 
 
 def sentence_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:

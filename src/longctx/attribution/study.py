@@ -1,9 +1,11 @@
 """The attribution study as the plan runner sees it: the time-curve cells, their ids, how they run.
 
 The plan data gives the shared settings, ``method_options`` (each value goes to every method whose options
-declare that field: chunk sizes to IFR/FlashTrace, the masked LM to ReAGent) and two grids: outputs grow at a
-fixed prompt, prompts grow at a fixed output. ``ATTR_FUNCS`` restricts the methods.
-Cell ids: ``attribution/<method>/P<P>-G<G>``.
+declare that field: chunk sizes to IFR/FlashTrace, the masked LM to ReAGent), two grids (outputs grow at a
+fixed prompt, prompts grow at a fixed output) and ``protocols``: for each protocol (``efficient``, this
+artifact's code; ``reference``, the original's code path) the settings and grid values it overrides, e.g.
+the original's fp16 + eager kernel and a shorter grid. ``ATTR_FUNCS`` restricts the methods,
+``ATTR_PROTOCOLS`` the protocols. Cell ids: ``attribution/<protocol>/<method>/P<P>-G<G>``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from longctx.study import Cell
 GROUPS = ("time_curve_output", "time_curve_prompt")
 
 
+PROTOCOL_SETTINGS = ("attn_implementation",)  # settings a protocol may add to the shared ones
+
+
 def cell_id(config: dict) -> str:
-    return f"attribution/{config['method']}/P{config['prompt_len']}-G{config['output_len']}"
+    protocol = config.get("protocol", "efficient")
+    return f"attribution/{protocol}/{config['method']}/P{config['prompt_len']}-G{config['output_len']}"
 
 
 def time_cell(settings: dict, group: str, method: str, prompt_len: int, output_len: int, options: dict) -> Cell:
@@ -36,6 +42,7 @@ def time_cell(settings: dict, group: str, method: str, prompt_len: int, output_l
         "options": {k: v for k, v in options.items() if k in declared},
     }
     labels = {"method": method, "prompt_len": prompt_len, "output_len": output_len}
+    labels["protocol"] = config.get("protocol", "efficient")
     return Cell(id=cell_id(config), study="attribution", group=group, labels=labels, config=config)
 
 
@@ -45,16 +52,22 @@ class AttributionStudy:
     name = "attribution"
 
     def expand(self, spec: dict, env: Mapping[str, str]) -> list[Cell]:
-        """The time curve: outputs grow at a fixed prompt, prompts grow at a fixed output, per method."""
-        settings = shared_settings(spec, env)
-        grids = [("time_curve_output", spec["fixed_prompt"], g) for g in spec["output_lengths"]]
-        grids += [("time_curve_prompt", p, spec["fixed_output"]) for p in spec["prompt_lengths"]]
+        """The time curve per protocol: outputs grow at a fixed prompt, prompts grow at a fixed output, per method."""
+        variants = spec.get("protocols", {"efficient": {}})
         methods = knobs.names("ATTR_FUNCS", spec["methods"], env)
-        return [
-            time_cell(settings, group, method, p, g, spec.get("method_options", {}))
-            for method in methods
-            for group, p, g in grids
-        ]
+        cells = []
+        for protocol in knobs.names("ATTR_PROTOCOLS", tuple(variants), env):
+            data = {**spec, **variants[protocol]}
+            keys = [key for key in PROTOCOL_SETTINGS if key in data]
+            settings = {**shared_settings(data, env, *keys), "protocol": protocol}
+            grids = [("time_curve_output", data["fixed_prompt"], g) for g in data["output_lengths"]]
+            grids += [("time_curve_prompt", p, data["fixed_output"]) for p in data["prompt_lengths"]]
+            cells += [
+                time_cell(settings, group, method, p, g, data.get("method_options", {}))
+                for method in methods
+                for group, p, g in grids
+            ]
+        return cells
 
     def config(self, values: dict):
         from longctx.attribution.config import TimeCellConfig

@@ -38,6 +38,9 @@ ORIGINAL_COLUMNS = [
     "statuses",
 ]
 EXTRA_COLUMNS = [
+    "protocol",
+    "dtype",
+    "attn_implementation",
     "time_std_sample",
     "peak_mem_allocated_mean",
     "n_ok",
@@ -131,6 +134,12 @@ def summary_row(result: StoredResult) -> dict:
         "peak_mem_mean": _mean(reserved),
         "peak_mem_std": _population_std(reserved),
         "statuses": "|".join(metrics.statuses),
+        "protocol": config.get("protocol", "efficient"),
+        "dtype": config.get("dtype"),
+        "attn_implementation": next(
+            (run["attn_implementation"] for run in result.runs if run.get("attn_implementation")),
+            config.get("attn_implementation"),
+        ),
         "time_std_sample": metrics.time_sec.std,
         "peak_mem_allocated_mean": _mean([run["peak_mem"]["allocated_bytes"] / GB for run in ok]),
         "n_ok": len(ok),

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from longctx.attribution.cell import load_sample
+from longctx.attribution.cell import cell_inputs, load_sample
 from longctx.attribution.config import TimeCellConfig
-from longctx.attribution.inputs import AttributionInputs, build_length_controlled_inputs
+from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.metrics import SKIPPED_CONTEXT, STATUS_OK, base_row, one_line, status_row
 from longctx.measure.memory import PeakMemory, synchronize
 
@@ -36,7 +36,7 @@ def prepare(cfg: TimeCellConfig):
 
     tokenizer = tokenizer_for(cfg.model, cfg.tokenizer)
     text = load_sample(cfg).text
-    inputs = build_length_controlled_inputs(tokenizer, text, cfg.prompt_len, cfg.target_text, cfg.output_len)
+    inputs = cell_inputs(cfg, tokenizer, text)
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:
         return inputs, None
@@ -74,6 +74,7 @@ def _lengths(inputs: AttributionInputs) -> dict:
         "actual_generation": counts["generation"],
         "actual_total": counts["total"],
         "chat_template_used": counts["chat_template_used"],
+        "input_construction": inputs.details.get("construction"),
     }
 
 
@@ -86,12 +87,15 @@ def run_job(cfg: TimeCellConfig, emit) -> None:
         for identity in identities:
             emit(status_row(identity, f"init_error: {type(exc).__name__}: {exc}", str(exc)))
         return
-    extra = {**_lengths(inputs), "model": cfg.model, "dtype": cfg.dtype}
+    extra = {**_lengths(inputs), "model": cfg.model, "dtype": cfg.dtype, "protocol": cfg.protocol}
+    extra["attn_implementation"] = getattr(lm.model.config, "_attn_implementation", None) if lm else None
     if lm is None:
         for identity in identities:
             emit({**status_row(identity, SKIPPED_CONTEXT), **extra})
         return
     warm_failure = None
+    if cfg.protocol == "reference" and cfg.spec.reference_setup is not None:
+        cfg.spec.reference_setup(lm.model, cfg.options)
     for _ in range(cfg.warmup):
         try:
             measure_once(lm, inputs, cfg)

@@ -11,7 +11,7 @@ SLICES = {
     "baseline": None,
     "main": {"main"},
     "ablations": {"ablations"},
-    "sweeps": {"sweep_R", "sweep_sigma", "sweep_delta"},
+    "sweeps": {"sweep_R", "sweep_sigma", "sweep_delta", "sweep_delta_slack"},
     "profiling": {"profiling"},
     "time-curve": {"time_curve_output", "time_curve_prompt"},
 }

@@ -1,8 +1,9 @@
 """``longctx figures``: the paper's matplotlib figures (PDF, Agg backend) from the results of one plan.
 
-PPL and TPOT vs R (the R sweep), attribution time and memory vs output and prompt length (log axes, one
-line per method, measured points only), and KV length over decode steps from the measured
-``metrics.cache.kv_len_trace``. Output is deterministic (fixed rcParams, no creation date, no hash salt).
+PPL and TPOT vs R (the R sweep, one line per protocol), attribution time and memory vs output and prompt
+length (log axes, one colour per method and one line style per protocol, measured points only), and KV length
+over decode steps from the measured ``metrics.cache.kv_len_trace``. Output is deterministic (fixed rcParams, no
+creation date, no hash salt).
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib.lines import Line2D  # noqa: E402
 
-from longctx.paper.attribution_tables import CURVES, Curve, curve_grid, method_label  # noqa: E402
+from longctx.paper.attribution_tables import (  # noqa: E402
+    CURVES,
+    ORIGINAL,
+    Curve,
+    curve_grid,
+    method_label,
+    original_point,
+    original_value,
+    series_label,
+    shows_original,
+)
 from longctx.paper.store import Report, ResultView  # noqa: E402
 from longctx.plan import Plan  # noqa: E402
 
@@ -49,24 +61,29 @@ def placeholder(ax, results_missing: bool, in_plan: bool = True) -> None:
     ax.text(0.5, 0.5, message, color="red", ha="center", va="center", transform=ax.transAxes)
 
 
+PROTOCOL_STYLE = {"efficient": "o-", "reference": "s--"}
+
+
 def sweep_r_figure(view: ResultView, out: Path) -> Path:
-    """PPL and TPOT (mean, ± std when repeated) against the prune interval R on PG19."""
-    points, missing = [], False
+    """PPL and TPOT (mean, ± std when repeated) against the prune interval R on PG19, one line per protocol."""
+    series, missing = {}, False
     for cell in view.group("sweep_R"):
         result = view.get(cell)
         missing |= result is None
         if result is not None:
-            points.append((cell.config["compress_every"], result.metrics.ppl, result.metrics.tpot_ms))
-    points.sort(key=lambda p: p[0])
+            point = (cell.config["compress_every"], result.metrics.ppl, result.metrics.tpot_ms)
+            series.setdefault(cell.config.get("protocol", "efficient"), []).append(point)
     fig, (ax_ppl, ax_tpot) = plt.subplots(1, 2, figsize=(5.5, 2.0))
-    if points:
-        rs = [p[0] for p in points]
-        ax_ppl.plot(rs, [p[1] for p in points], "o-")
-        ax_tpot.errorbar(
-            rs, [p[2].mean for p in points], yerr=[p[2].std or 0 for p in points], fmt="o-"
-        )
+    if series:
+        for protocol, points in series.items():
+            points.sort(key=lambda p: p[0])
+            rs, style = [p[0] for p in points], PROTOCOL_STYLE[protocol]
+            ax_ppl.plot(rs, [p[1] for p in points], style, label=protocol)
+            ax_tpot.errorbar(rs, [p[2].mean for p in points], yerr=[p[2].std or 0 for p in points], fmt=style)
         for ax in (ax_ppl, ax_tpot):
             ax.set_xscale("log", base=2)
+        if len(series) > 1:
+            ax_ppl.legend(fontsize=6)
     else:
         for ax in (ax_ppl, ax_tpot):
             placeholder(ax, missing, bool(view.group("sweep_R")))
@@ -76,40 +93,75 @@ def sweep_r_figure(view: ResultView, out: Path) -> Path:
     return save(fig, out / "sweep_R.pdf")
 
 
-def attribution_figure(view: ResultView, curve: Curve, out: Path) -> Path:
-    """Time and peak memory against one length, log-log, one line per method (status-ok points only)."""
-    methods, lengths, grid = curve_grid(view, curve)
-    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(6.5, 2.4))
-    plotted = missing = False
-    for method in methods:
-        xs, times, mems = [], [], []
-        for length in lengths:
-            if (method, length) not in grid:
-                continue
-            result = view.get(grid[(method, length)])
-            missing |= result is None
-            if result is not None and result.status == "ok":
+SERIES_STYLES = {"efficient": ("o", "-"), "reference": ("s", "--"), ORIGINAL: ("x", ":")}  # marker, line
+
+
+def series_style(series: str) -> dict:
+    marker, line = SERIES_STYLES.get(series, ("o", "-"))
+    return {"marker": marker, "linestyle": line}
+
+
+def legend_handles(methods: list[str], colors: list[str], series: list[str]) -> list[Line2D]:
+    """One colour entry per method, then one black entry per line style (series) drawn."""
+    handles = [Line2D([], [], color=colors[i % len(colors)], label=method_label(m)) for i, m in enumerate(methods)]
+    return handles + [Line2D([], [], color="black", label=series_label(s), **series_style(s)) for s in series]
+
+
+def series_points(view: ResultView, curve: Curve, grid, method: str, series: str):
+    """(lengths, seconds, MiB) of one series' measured points, and whether a result file was missing."""
+    xs, times, mems, missing = [], [], [], False
+    for length in grid.lengths:
+        if series == ORIGINAL:
+            cell = original_point(method, curve, grid.fixed, length)
+            if cell is not None and not cell.only_after_fatal and cell.outcome == "ok":
                 xs.append(length)
-                times.append(result.metrics.time_sec.mean)
-                mems.append(result.metrics.peak_mem.allocated_bytes.mean / 2**20)
-        if xs:
+                times.append(original_value(cell, "time"))
+                mems.append(original_value(cell, "memory") / 2**20)
+            continue
+        if (method, series, length) not in grid.cells:
+            continue
+        result = view.get(grid.cells[(method, series, length)])
+        missing |= result is None
+        if result is not None and result.status == "ok":
+            xs.append(length)
+            times.append(result.metrics.time_sec.mean)
+            mems.append(result.metrics.peak_mem.allocated_bytes.mean / 2**20)
+    return xs, times, mems, missing
+
+
+def attribution_figure(view: ResultView, curve: Curve, out: Path) -> Path:
+    """Time and peak memory against one length, log-log: one colour per method, one line style per series
+    (efficient, reference, and the original's measurement on the full profile); status-ok points only."""
+    grid = curve_grid(view, curve)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(6.5, 2.6))
+    plotted, missing, used_series = False, False, []
+    for index, method in enumerate(grid.methods):
+        series = grid.series(method) + ([ORIGINAL] if shows_original(view) else [])
+        for name in series:
+            xs, times, mems, gap = series_points(view, curve, grid, method, name)
+            missing |= gap
+            if not xs:
+                continue
             plotted = True
-            label = method_label(method)
-            ax_time.plot(xs, times, "o-", label=label)
-            ax_mem.plot(xs, mems, "o-", label=label)
+            if name not in used_series:
+                used_series.append(name)
+            style = {"color": colors[index % len(colors)], "linewidth": 0.9, **series_style(name)}
+            ax_time.plot(xs, times, **style)
+            ax_mem.plot(xs, mems, **style)
     if plotted:
         for ax in (ax_time, ax_mem):
             ax.set_xscale("log")
             ax.set_yscale("log")
-        ax_mem.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        handles = legend_handles(grid.methods, colors, used_series)
+        ax_mem.legend(handles=handles, fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     else:
         for ax in (ax_time, ax_mem):
-            placeholder(ax, missing, bool(methods))
+            placeholder(ax, missing, bool(grid.methods))
     ax_time.set(xlabel=f"{curve.title} (tokens)", ylabel="time (s)")
     ax_mem.set(xlabel=f"{curve.title} (tokens)", ylabel="peak memory (MiB)")
     fig.tight_layout()
-    short = "output" if curve.varies == "output_len" else "prompt"
-    return save(fig, out / f"attr_{short}.pdf")
+    return save(fig, out / f"attr_{curve.short}.pdf")
 
 
 def kv_trace_figure(view: ResultView, out: Path) -> Path:
@@ -125,7 +177,10 @@ def kv_trace_figure(view: ResultView, out: Path) -> Path:
         if trace:
             plotted = True
             steps, lengths = zip(*trace, strict=True)
-            ax.step(steps, lengths, where="post", linewidth=0.7, label=KV_METHODS[cell.config["method"]])
+            protocol = cell.config.get("protocol", "efficient")
+            label = f"{KV_METHODS[cell.config['method']]}, {protocol}"
+            style = "-" if protocol == "efficient" else "--"
+            ax.step(steps, lengths, style, where="post", linewidth=0.7, label=label)
     if plotted:
         ax.legend(fontsize=7)
     else:

@@ -11,6 +11,7 @@ from longctx.paper.store import ResultView
 from longctx.paper.streaming_tables import delta_ppl, ppl, speedup, tpot
 
 METHOD_MACRO = {"recompute": "Baseline", "start_recent": "Strict", "lazy": "Lazy"}
+PROTOCOL_PREFIX = {"efficient": "", "reference": "Ref"}
 PROFILE_MARKS = {
     "smoke": "smoke profile --- not paper numbers",
     "timing": "timing profile --- random weights: speed/memory only",
@@ -20,16 +21,21 @@ FLASHTRACE, IFR = "ifr_multi_hop", "ifr_all_positions"
 DATASETS = ("pg19", "wikitext")
 
 
+def _method_macro(method: str, protocol: str) -> str:
+    """``Lazy`` (efficient protocol) or ``RefLazy`` (reference protocol)."""
+    name = METHOD_MACRO.get(method, method)
+    return PROTOCOL_PREFIX[protocol] + name
+
+
 def streaming_macros(view: ResultView) -> list[tuple[str, str]]:
-    """Per main-table cell: TPOT, PPL, speedup and ΔPPL, e.g. ``\\LazySpeedupPGnineteen``."""
+    """Per main-table cell: TPOT, PPL, speedup and ΔPPL, e.g. ``\\LazySpeedupPGnineteen`` (efficient protocol) and
+    ``\\RefLazySpeedupPGnineteen`` (reference protocol)."""
     out = []
     for cell in view.group("main"):
-        dataset, method = (
-            cell.labels["dataset"],
-            METHOD_MACRO.get(cell.config["method"], cell.config["method"]),
-        )
+        protocol = cell.config.get("protocol", "efficient")
+        dataset, method = cell.labels["dataset"], _method_macro(cell.config["method"], protocol)
         result = view.get(cell)
-        base_cell = view.baseline_cell(dataset)
+        base_cell = view.baseline_cell(dataset, protocol=protocol)
         baseline = view.get(base_cell) if base_cell else None
         ratio = speedup(result, baseline)
         summary = tpot(result)
@@ -47,7 +53,7 @@ def streaming_macros(view: ResultView) -> list[tuple[str, str]]:
 
 def plan_macros(view: ResultView) -> list[tuple[str, str]]:
     """The configured budget of the main table (plan data, not measurements), so the text never retypes it."""
-    lazy = next((c for c in view.group("main") if c.config["method"] == "lazy"), None)
+    lazy = next((c for c in view.group("main") if c.config["method"] == "lazy"), None)  # knobs: same in both protocols
     if lazy is None:
         return []
     return [
@@ -64,10 +70,18 @@ def _comparable(fast, slow) -> bool:
     return fast.status == slow.status == "ok" and fast.identity_hash == slow.identity_hash
 
 
-def flashtrace_macros(view: ResultView) -> list[tuple[str, str]]:
-    """FlashTrace (both) vs IFR (all positions) at the longest output length where both measured a time."""
+FLASHTRACE_MACROS = ("FlashTraceVsIFRSpeedup", "FlashTraceVsIFROutputLen", "FlashTraceTime", "IFRTime")
+# the paper's claims about the original methods' cost quote the reference protocol (the original's code path)
+PROTOCOL_SUFFIX = {"reference": "", "efficient": "Efficient"}
+
+
+def flashtrace_macros(view: ResultView, protocol: str) -> list[tuple[str, str]]:
+    """FlashTrace vs IFR (all positions) of one protocol at the longest output length where both measured a
+    time; names carry ``PROTOCOL_SUFFIX[protocol]``."""
     curve = CURVES[0]
-    cells = {(c.config["method"], c.config[curve.varies]): c for c in view.group(curve.group)}
+    names = [name + PROTOCOL_SUFFIX[protocol] for name in FLASHTRACE_MACROS]
+    group = [c for c in view.group(curve.group) if c.config.get("protocol", "efficient") == protocol]
+    cells = {(c.config["method"], c.config[curve.varies]): c for c in group}
     both_ok = []
     for (method, length), cell in cells.items():
         other = cells.get((IFR, length))
@@ -75,35 +89,31 @@ def flashtrace_macros(view: ResultView) -> list[tuple[str, str]]:
             fast, slow = view.get(cell), view.get(other)
             if _comparable(fast, slow):
                 both_ok.append((length, fast, slow))
+    if not {FLASHTRACE, IFR} <= {c.config["method"] for c in group}:
+        return []  # the plan does not compare them (\notinplan)
     if not both_ok:
-        return [
-            ("FlashTraceVsIFRSpeedup", MISSING),
-            ("FlashTraceVsIFROutputLen", MISSING),
-            ("FlashTraceTime", MISSING),
-            ("IFRTime", MISSING),
-        ]
+        return [(name, MISSING) for name in names]
     length, fast, slow = max(both_ok, key=lambda item: item[0])
     t_fast, t_slow = fast.metrics.time_sec.mean, slow.metrics.time_sec.mean
-    return [
-        ("FlashTraceVsIFRSpeedup", mark(fmt_sig(t_slow / t_fast, 3), fast, slow)),
-        ("FlashTraceVsIFROutputLen", str(length)),
-        ("FlashTraceTime", mark(fmt_sig(t_fast, 3), fast)),
-        ("IFRTime", mark(fmt_sig(t_slow, 3), slow)),
-    ]
+    values = [mark(fmt_sig(t_slow / t_fast, 3), fast, slow), str(length), mark(fmt_sig(t_fast, 3), fast)]
+    return list(zip(names, [*values, mark(fmt_sig(t_slow, 3), slow)], strict=True))
 
 
 def expected_macro_names() -> list[str]:
     """Every macro main.tex may quote, so a plan without a study (STUDIES=...) still compiles."""
     names = ["CapTotal", "NSink", "LazyR"]
     for dataset in DATASETS:
-        for method in METHOD_MACRO.values():
-            names += [macro_name(method, q, dataset) for q in ("TPOT", "PPL", "Speedup", "DeltaPPL")]
-    return names + ["FlashTraceVsIFRSpeedup", "FlashTraceVsIFROutputLen", "FlashTraceTime", "IFRTime"]
+        for method in METHOD_MACRO:
+            for protocol in PROTOCOL_PREFIX:
+                name = _method_macro(method, protocol)
+                names += [macro_name(name, q, dataset) for q in ("TPOT", "PPL", "Speedup", "DeltaPPL")]
+    return names + [name + suffix for suffix in PROTOCOL_SUFFIX.values() for name in FLASHTRACE_MACROS]
 
 
 def macros_tex(view: ResultView) -> str:
     """The macros file; a quoted number whose cell is not in this plan prints as ``\\notinplan``."""
-    macros = dict(plan_macros(view) + streaming_macros(view) + flashtrace_macros(view))
+    flashtrace = [item for protocol in PROTOCOL_SUFFIX for item in flashtrace_macros(view, protocol)]
+    macros = dict(plan_macros(view) + streaming_macros(view) + flashtrace)
     for name in expected_macro_names():
         macros.setdefault(name, r"\notinplan{}")
     return render("macros.tex.j2", profile=view.plan.profile, macros=list(macros.items()))

@@ -60,11 +60,14 @@ class ResultView:
     def group(self, name: str) -> list[Cell]:
         return self.plan.groups().get(name, [])
 
-    def baseline_cell(self, dataset: str) -> Cell | None:
-        """The baseline of a dataset, as its study defines it (the first such cell of the plan)."""
+    def baseline_cell(self, dataset: str, **labels) -> Cell | None:
+        """The baseline of a dataset (and ``labels``, e.g. the protocol), as its study defines it (the first such cell
+        of the plan)."""
         for cell in self.plan.cells:
             study = STUDIES[cell.study]
-            if cell.labels.get("dataset") == dataset and study.is_baseline(study.config(cell.config)):
+            if cell.labels.get("dataset") != dataset or any(cell.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if study.is_baseline(study.config(cell.config)):
                 return cell
         return None
 

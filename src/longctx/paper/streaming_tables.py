@@ -1,8 +1,11 @@
 """The streaming study's tables: main (PG19, WikiText), ablations, R/σ/δ sweeps and prune-overhead profiling.
 
-Speedup = baseline TPOT / method TPOT, both from the same dataset; it is computed only when the baseline and
-the method share a fingerprint identity (otherwise it prints as missing with a note), and it carries the
-stale mark when either side is a stale result reused under ALLOW_STALE=1.
+Rows are grouped by protocol (``efficient``: the definition; ``reference``: the original's code path). Speedup
+= baseline TPOT / method TPOT, both from the same dataset and protocol; it is computed only when the baseline
+and the method share a fingerprint identity (otherwise it prints as missing with a note), and it carries the
+stale mark when either side is a stale result reused under ALLOW_STALE=1. The main table's "Orig." columns are
+the published numbers of the claims about that row (``longctx.claims``). A Lazy row whose measured prune
+schedule is the main Lazy row's (e.g. δ at σ = 0) is marked: its numbers repeat that row's.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from longctx.stats import Summary
 from longctx.study import Cell
 
 GIB = 2**30
-SPEEDUP_DEF = r"Speedup $=$ baseline TPOT $/$ method TPOT (same dataset, same fingerprint)."
+SPEEDUP_DEF = r"Speedup $=$ baseline TPOT $/$ method TPOT (same dataset, protocol and fingerprint)."
+SAME_SCHEDULE_MARK = r"\textsuperscript{$\equiv$}"
+SAME_SCHEDULE_NOTE = (
+    SAME_SCHEDULE_MARK + r" measured prune schedule identical to the main Lazy row's (same protocol): the row repeats "
+    r"that row (timing noise aside). This is $\delta$ at $\sigma = 0$, where a prune cuts to $C_{\text{soft}} = "
+    r"C_{\text{total}}$ whatever $\delta$ is (so in the original too)."
+)
+
 DATASET_NAMES = {"pg19": "PG19", "wikitext": "WikiText-103"}
 LAZY_KNOBS = ("compress_every", "cache_slack", "max_drop")
 
@@ -75,42 +85,76 @@ def memory_source_note(results: list[StoredResult | None]) -> str:
     return f"Peak memory: {escape('; '.join(sources) or 'not measured')}, weights included."
 
 
-def _baseline(view: ResultView, dataset: str) -> StoredResult | None:
-    cell = view.baseline_cell(dataset)
+def protocol_of(cell: Cell) -> str:
+    return cell.config.get("protocol", "efficient")
+
+
+def _baseline(view: ResultView, dataset: str, protocol: str = "efficient") -> StoredResult | None:
+    cell = view.baseline_cell(dataset, protocol=protocol)
     return view.get(cell) if cell else None
 
 
+def by_protocol(cells: list[Cell]) -> list[tuple[str, list[Cell]]]:
+    """Cells split by protocol, efficient first, each in plan order."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in sorted(cells, key=lambda c: protocol_of(c) != "efficient"):
+        groups.setdefault(protocol_of(cell), []).append(cell)
+    return list(groups.items())
+
+
+def published_columns(view: ResultView) -> dict[str, dict[str, float]]:
+    """cell id -> {metric: the original's value} from the one-cell ``ppl`` and ``tpot_ms`` claims."""
+    from longctx.claims import CLAIMS
+    from longctx.claims_check import matching_cells, original_value
+
+    out: dict[str, dict[str, float]] = {}
+    for claim in CLAIMS:
+        if claim.metric in ("ppl", "tpot_ms") and len(claim.cells) == 1 and claim.original:
+            for cell in matching_cells(view.plan, claim.cells[0]):
+                out.setdefault(cell.id, {})[claim.metric] = original_value(claim)
+    return out
+
+
 def main_table(view: ResultView) -> Table:
-    """Baseline recompute, Start+Recent and Lazy on each dataset: TPOT, speedup, PPL, ΔPPL, peak memory."""
+    """Baseline recompute, Start+Recent and Lazy per dataset and protocol: TPOT, speedup, PPL, ΔPPL, peak memory,
+    and the published TPOT and PPL where a claim compares the row with them."""
     blocks, seen = [], []
+    original = published_columns(view)
     by_dataset: dict[str, list[Cell]] = {}
     for cell in view.group("main"):
         by_dataset.setdefault(cell.labels["dataset"], []).append(cell)
     for dataset, cells in by_dataset.items():
-        baseline = _baseline(view, dataset)
-        rows = []
-        for cell in cells:
-            result = view.get(cell)
-            seen.append(result)
-            name = DATASET_NAMES.get(dataset, dataset)
-            rows.append(
-                [
-                    escape(name),
-                    escape(cell.labels["row"]),
-                    *quality_speed_cells(view, cell, result, baseline),
-                    peak_gib(result),
-                ]
-            )
-        blocks.append(rows)
+        for protocol, protocol_cells in by_protocol(cells):
+            baseline = _baseline(view, dataset, protocol)
+            rows = []
+            for cell in protocol_cells:
+                result = view.get(cell)
+                seen.append(result)
+                published = original.get(cell.id, {})
+                rows.append(
+                    [
+                        escape(DATASET_NAMES.get(dataset, dataset)),
+                        protocol,
+                        escape(cell.labels["row"]),
+                        *quality_speed_cells(view, cell, result, baseline),
+                        peak_gib(result),
+                        fmt_fixed(published.get("tpot_ms"), 2) if "tpot_ms" in published else "--",
+                        fmt_fixed(published.get("ppl"), 3) if "ppl" in published else "--",
+                    ]
+                )
+            blocks.append(rows)
     return Table(
         name="main_table",
-        caption="Streaming perplexity and decode speed under a fixed KV budget. "
+        caption="Streaming perplexity and decode speed under a fixed KV budget, under the efficient protocol (the "
+        "definition) and the reference protocol (the original's code path). "
         + SPEEDUP_DEF
         + r" $\Delta$PPL relative to the baseline. "
-        + memory_source_note(seen),
+        + memory_source_note(seen)
+        + " Orig.: the published single-run numbers (Pythia-2.8B fp16, one A800) a claim compares the row with.",
         label="tab:main",
-        header=["Dataset", "Method", "TPOT (ms)", "Speedup", "PPL", r"$\Delta$PPL (\%)", "Peak mem (GiB)"],
-        align="llrrrrr",
+        header=["Dataset", "Protocol", "Method", "TPOT (ms)", "Speedup", "PPL", r"$\Delta$PPL (\%)",
+                "Peak mem (GiB)", "Orig. TPOT", "Orig. PPL"],  # fmt: skip
+        align="lllrrrrrrr",
         blocks=blocks,
     )
 
@@ -131,24 +175,47 @@ def _cache_stat(result: StoredResult | None, name: str) -> str:
     return MISSING if value is None else mark(str(value), result)
 
 
+def _lazy_schedule(view: ResultView, protocol: str) -> tuple[str | None, str | None]:
+    """The main Lazy row of PG19 under ``protocol``: its cell id and measured prune-schedule hash."""
+    for cell in view.group("main"):
+        if cell.labels["dataset"] == "pg19" and cell.config["method"] == "lazy" and protocol_of(cell) == protocol:
+            result = view.get(cell)
+            return cell.id, result.metrics.cache.prune_schedule_sha256 if result else None
+    return None, None
+
+
+def _row_label(view: ResultView, cell: Cell, result: StoredResult | None, text: str, marks: list) -> str:
+    """The row's label, marked when its measured prune schedule is the main Lazy row's (another cell)."""
+    lazy_id, lazy_schedule = _lazy_schedule(view, protocol_of(cell))
+    schedule = result.metrics.cache.prune_schedule_sha256 if result else None
+    if cell.config["method"] == "lazy" and cell.id != lazy_id and schedule and schedule == lazy_schedule:
+        marks.append(cell.id)
+        return text + SAME_SCHEDULE_MARK
+    return text
+
+
 def ablations_table(view: ResultView) -> Table:
-    """Lazy vs strict at equal S, the σ and δ knobs on and off, and the sink count (PG19)."""
-    baseline = _baseline(view, "pg19")
-    rows = []
-    for cell in view.group("ablations"):
-        result = view.get(cell)
-        rows.append(
-            [
-                escape(cell.labels["row"]),
-                _knob(cell, "n_sink"),
-                _window(result),
-                _knob(cell, "compress_every"),
-                _knob(cell, "cache_slack"),
-                _knob(cell, "max_drop"),
-                *quality_speed_cells(view, cell, result, baseline),
-                _cache_stat(result, "max_attention_len"),
-            ]
-        )
+    """Lazy vs strict at equal S, the σ and δ knobs on and off, and the sink count (PG19), per protocol."""
+    blocks, marks = [], []
+    for protocol, cells in by_protocol(view.group("ablations")):
+        baseline = _baseline(view, "pg19", protocol)
+        rows = []
+        for cell in cells:
+            result = view.get(cell)
+            rows.append(
+                [
+                    protocol if not rows else "",
+                    _row_label(view, cell, result, escape(cell.labels["row"]), marks),
+                    _knob(cell, "n_sink"),
+                    _window(result),
+                    _knob(cell, "compress_every"),
+                    _knob(cell, "cache_slack"),
+                    _knob(cell, "max_drop"),
+                    *quality_speed_cells(view, cell, result, baseline),
+                    _cache_stat(result, "max_attention_len"),
+                ]
+            )
+        blocks.append(rows)
     return Table(
         name="ablations",
         caption="Ablations on PG19 under one total budget "
@@ -157,6 +224,7 @@ def ablations_table(view: ResultView) -> Table:
         + " Max attn: the longest attention span measured.",
         label="tab:ablations",
         header=[
+            "Protocol",
             "Setting",
             "$S$",
             "$W$",
@@ -169,41 +237,50 @@ def ablations_table(view: ResultView) -> Table:
             r"$\Delta$PPL (\%)",
             "Max attn",
         ],
-        align="lrrrrrrrrrr",
-        blocks=[rows],
+        align="llrrrrrrrrrr",
+        blocks=blocks,
+        notes=[SAME_SCHEDULE_NOTE] if marks else [],
     )
 
 
 SWEEPS = {
     "sweep_R": ("compress_every", "$R$", "prune interval $R$ (\\texttt{compress\\_every})"),
     "sweep_sigma": ("cache_slack", r"$\sigma$", "cache slack $\\sigma$ (\\texttt{cache\\_slack})"),
-    "sweep_delta": ("max_drop", r"$\delta$", "max drop $\\delta$ (\\texttt{max\\_drop})"),
+    "sweep_delta": ("max_drop", r"$\delta$", "max drop $\\delta$ (\\texttt{max\\_drop}) at $\\sigma = 0$"),
+    "sweep_delta_slack": ("max_drop", r"$\delta$", "max drop $\\delta$ at the ablations' slack $\\sigma$"),
 }
 
 
 def sweep_table(view: ResultView, group: str) -> Table:
-    """One knob of Lazy Pruning swept on PG19, the others at their main-table values."""
+    """One knob of Lazy Pruning swept on PG19, the others at their main-table values, per protocol."""
     knob, symbol, description = SWEEPS[group]
-    baseline = _baseline(view, "pg19")
-    rows = []
-    for cell in view.group(group):
-        result = view.get(cell)
-        rows.append(
-            [
-                str(cell.config[knob]),
-                _window(result),
-                *quality_speed_cells(view, cell, result, baseline),
-                _cache_stat(result, "prune_events"),
-                _cache_stat(result, "max_attention_len"),
-            ]
-        )
+    blocks, marks = [], []
+    for protocol, cells in by_protocol(view.group(group)):
+        baseline = _baseline(view, "pg19", protocol)
+        rows = []
+        for cell in cells:
+            result = view.get(cell)
+            rows.append(
+                [
+                    protocol if not rows else "",
+                    _row_label(view, cell, result, str(cell.config[knob]), marks),
+                    str(cell.config["cache_slack"]),
+                    _window(result),
+                    *quality_speed_cells(view, cell, result, baseline),
+                    _cache_stat(result, "prune_events"),
+                    _cache_stat(result, "max_attention_len"),
+                ]
+            )
+        blocks.append(rows)
     return Table(
         name=group,
         caption=f"Lazy Pruning on PG19: sweep of the {description}. " + SPEEDUP_DEF,
         label=f"tab:{group.replace('_', '-')}",
-        header=[symbol, "$W$", "TPOT (ms)", "Speedup", "PPL", r"$\Delta$PPL (\%)", "Prunes", "Max attn"],
-        align="rrrrrrrr",
-        blocks=[rows],
+        header=["Protocol", symbol, r"$\sigma$", "$W$", "TPOT (ms)", "Speedup", "PPL", r"$\Delta$PPL (\%)", "Prunes",
+                "Max attn"],  # fmt: skip
+        align="lrrrrrrrrr",
+        blocks=blocks,
+        notes=[SAME_SCHEDULE_NOTE] if marks else [],
     )
 
 

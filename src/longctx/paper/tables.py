@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from longctx.paper.attribution_tables import attribution_tables
+from longctx.paper.fidelity_tables import claims_tex, departures_tex
 from longctx.paper.latex import escape
 from longctx.paper.macros import environment_tex, macros_tex, profile_tex
 from longctx.paper.render import Table
@@ -46,6 +47,8 @@ def generate_tables(plan: Plan, results_dir: str | Path, out_dir: str | Path) ->
         ("macros", macros_tex(view)),
         ("profile", profile_tex(view)),
         ("environment", environment_tex(view)),
+        ("departures", departures_tex()),
+        ("claims", claims_tex(plan, results_dir)),
     ):
         (out_dir / f"{name}.tex").write_text(text, encoding="utf-8")
     atomic_write_json(

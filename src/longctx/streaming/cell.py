@@ -1,7 +1,8 @@
 """The streaming cell: run warm-up + repeats of the decode loop on one model and text, write the result.
 
-``longctx streaming eval`` and the plan runner (``longctx.streaming.study``) both call ``describe_inputs``
-and ``run_cell``.
+The protocol picks the decode loop: ``reference`` (``longctx.streaming.reference_loop``) or ``efficient``
+(``longctx.streaming.evaluator``, or the compiled loop). ``longctx streaming eval`` and the plan runner
+(``longctx.streaming.study``) both call ``describe_inputs`` and ``run_cell``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from longctx.streaming.compiled import make_evaluator
 from longctx.streaming.config import StreamingEvalConfig, check_context, resolve_budget
 from longctx.streaming.inputs import tokenize_stream
 from longctx.streaming.metrics import build_metrics, raw_run
+from longctx.streaming.reference_loop import Quirks, evaluate_reference
 
 
 def describe_inputs(cfg: StreamingEvalConfig) -> dict:
@@ -30,6 +32,14 @@ def describe_inputs(cfg: StreamingEvalConfig) -> dict:
         cfg.model, tokenizer=cfg.tokenizer, dtype=cfg.dtype, device_map=resolve_device(cfg.device), seed=cfg.seed
     )
     return {"model": model, "data": data}
+
+
+def _evaluator(cfg: StreamingEvalConfig, model, token_ids: torch.Tensor, budget):
+    """One pass over the stream per call: the original's code path (reference) or the definition (efficient)."""
+    if cfg.protocol == "reference":
+        quirks = Quirks(loss=cfg.reference_loss)
+        return lambda: evaluate_reference(model, token_ids, budget, quirks, progress=True)
+    return make_evaluator(model, token_ids, budget, cfg.impl, cfg.compile, cfg.profile_maintenance, True)
 
 
 def run_cell(cfg: StreamingEvalConfig, inputs: dict, out_path) -> dict:
@@ -48,7 +58,7 @@ def run_cell(cfg: StreamingEvalConfig, inputs: dict, out_path) -> dict:
     token_ids = torch.tensor(ids, dtype=torch.long, device=device)
     runs, raw = [], []
     try:
-        evaluate = make_evaluator(model, token_ids, budget, cfg.impl, cfg.compile, cfg.profile_maintenance, True)
+        evaluate = _evaluator(cfg, model, token_ids, budget)
         for index in range(cfg.warmup + cfg.repeats):
             with PeakMemory(cuda=device.type == "cuda") as memory:
                 run = evaluate()

@@ -22,6 +22,11 @@ Knobs (spec/streaming.md):
   and the recent block). ``refresh_policy`` must be ``none`` exactly when ``B = 0``.
 * ``impl``: ``fast`` (preallocated buffer, O(S + B) head re-rotation per prune; refresh ``middle`` only) or
   ``plain`` (the original slice-and-concatenate cache); both implement the same definition.
+* ``protocol``: ``efficient`` (the definition above, ``impl``'s cache) or ``reference`` (the code path that produced
+  the published numbers, 3cb8e4b, quirks included: ``longctx.streaming.reference_loop``). ``reference_loss`` picks
+  which of the original's two loss modes the reference protocol uses (its result files do not record it):
+  ``fp32_except_baseline_prefill`` (254e749 with ``--fp32-loss``, what the seed's README describes) or
+  ``model_dtype`` (3cb8e4b as committed: cross-entropy on the fp16 logits everywhere).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from longctx.errors import UsageError
 from longctx.options import option
 
 PROTOCOLS = ("reference", "efficient")
+REFERENCE_LOSSES = ("fp32_except_baseline_prefill", "model_dtype")
 METHODS = ("recompute", "start_recent", "lazy")
 IMPLS = ("fast", "plain")
 REFRESH_POLICIES = ("none", "uniform", "middle")
@@ -70,6 +76,9 @@ class StreamingEvalConfig:
     seed: int = option(0, help="seed of random:<arch> weights")
     protocol: str = option(
         "efficient", help="reference: the published numbers' code path | efficient: the definition", choices=PROTOCOLS
+    )
+    reference_loss: str = option(
+        REFERENCE_LOSSES[0], help="reference protocol: the original's loss mode", choices=REFERENCE_LOSSES
     )
 
 
@@ -117,13 +126,12 @@ def _check_nonnegative(cfg: StreamingEvalConfig) -> None:
 
 
 def _check_choices(cfg: StreamingEvalConfig) -> None:
-    if cfg.protocol == "reference":
-        raise UsageError("--protocol reference is not implemented yet (issue #12)")
     for name, choices in (
         ("method", METHODS),
         ("impl", IMPLS),
         ("refresh_policy", REFRESH_POLICIES),
         ("protocol", PROTOCOLS),
+        ("reference_loss", REFERENCE_LOSSES),
     ):
         if getattr(cfg, name) not in choices:
             raise UsageError(f"{_flag(name)} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
@@ -140,8 +148,26 @@ def _check_choices(cfg: StreamingEvalConfig) -> None:
             "--refresh-policy uniform needs --impl plain: refreshed tokens after the recent block shift every "
             "recent key's position, which the fast cache's O(S + B) re-rotation does not do"
         )
+    if cfg.protocol == "reference":
+        _check_reference(cfg)
+    elif cfg.reference_loss != REFERENCE_LOSSES[0]:
+        raise UsageError("--reference-loss applies to --protocol reference only")
     if cfg.compile:
         _check_compile(cfg)
+
+
+def _check_reference(cfg: StreamingEvalConfig) -> None:
+    """What the reference protocol (the original's code path) does not have is refused, never approximated."""
+    if cfg.compile:
+        raise UsageError("--compile is the efficient protocol's static cache: it cannot run --protocol reference")
+    if cfg.impl != "fast":
+        raise UsageError("--impl picks the efficient protocol's cache; --protocol reference has its own: leave it")
+    if cfg.profile_maintenance:
+        raise UsageError("--profile-maintenance syncs around cache work the original never timed: not with reference")
+    if cfg.refresh_budget:
+        raise UsageError("--protocol reference follows the published runs, none of which refreshed: drop --refresh-*")
+    if cfg.method == "recompute" and cfg.n_sink:
+        raise UsageError("the original recompute baseline keeps no sinks: --protocol reference needs --n-sink 0")
 
 
 def _check_compile(cfg: StreamingEvalConfig) -> None:

@@ -38,6 +38,10 @@ class StreamRun:
     maintenance_ms: float | None = None
     forward_ms: float | None = None
     compile: dict | None = None  # compiled decoding only: graph breaks, recompiles, compile time, mode, backend
+    prefill_len: int | None = None  # tokens in the prefill forward (None: the budget's min(C, N))
+    ppl: float | None = None  # set when the protocol computes PPL its own way (reference: exp of an fp32 mean)
+    nll_mean: float | None = None  # likewise (reference: the original's summed losses over the tokens scored)
+    attention_bound: int | None = None  # most keys one forward can attend to (None: the budget's bound)
 
     @property
     def total_ms(self) -> float:
@@ -155,6 +159,7 @@ def evaluate_stream(
         first_token_ms=clock.elapsed_ms(t1, first) if first is not None else None,
         decode_steps=max(n - 1 - prefill_len, 0),
         stats=stats,
+        prefill_len=prefill_len,
         maintenance_ms=profiler.totals["maintenance"] if profile_maintenance else None,
         forward_ms=profiler.totals["forward"] if profile_maintenance else None,
     )

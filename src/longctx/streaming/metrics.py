@@ -7,6 +7,8 @@ not understand fails validation instead of printing a wrong number.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +34,7 @@ class CacheMetrics(BaseModel):
     maintenance_ms: Summary | None
     forward_ms: Summary | None
     kv_len_trace: list[list[int]]
+    prune_schedule_sha256: str | None = None  # sha256 of the full (step, kv length) trace: equal = same prunes
 
 
 class BudgetMetrics(BaseModel):
@@ -75,6 +78,11 @@ def subsample(trace: list[tuple[int, int]], points: int = TRACE_POINTS) -> list[
     return [list(trace[i]) for i in idx]
 
 
+def schedule_sha256(trace: list[tuple[int, int]]) -> str:
+    """A fingerprint of the prune schedule: the cache length after every forward, in order (not subsampled)."""
+    return hashlib.sha256(json.dumps([list(p) for p in trace]).encode()).hexdigest()
+
+
 def raw_run(index: int, run, peak: dict) -> dict:
     """One measured repeat as stored in the result's ``runs``."""
     return {
@@ -100,15 +108,16 @@ def build_metrics(
 ) -> dict:
     """``metrics`` from the measured runs (``StreamRun``) and their raw records."""
     first = runs[0]
-    nll_mean = float(first.nll.double().mean())
+    nll_mean = float(first.nll.double().mean()) if first.nll_mean is None else first.nll_mean
     stats = first.stats
+    prefill_len = budget.prefill_len(n_tokens) if first.prefill_len is None else first.prefill_len
 
     def summary(name: str):
         values = [r[name] for r in raw if r[name] is not None]
         return summarize(values) if values else None
 
     metrics = StreamingMetrics(
-        ppl=math.exp(nll_mean),
+        ppl=math.exp(nll_mean) if first.ppl is None else first.ppl,
         nll_mean=nll_mean,
         scored_tokens=int(first.nll.numel()),
         **{name: summary(name) for name in TIMINGS},
@@ -124,6 +133,7 @@ def build_metrics(
             maintenance_ms=summary("maintenance_ms") if profiled else None,
             forward_ms=summary("forward_ms") if profiled else None,
             kv_len_trace=subsample(stats.kv_len_trace),
+            prune_schedule_sha256=schedule_sha256(stats.kv_len_trace),
         ),
         budget=BudgetMetrics(
             window=budget.window,
@@ -131,8 +141,8 @@ def build_metrics(
             cap_soft=budget.cap_soft,
             capacity=budget.capacity,
             recent=budget.recent,
-            prefill_len=budget.prefill_len(n_tokens),
-            max_attention_bound=budget.max_attention_len(n_tokens),
+            prefill_len=prefill_len,
+            max_attention_bound=first.attention_bound or budget.max_attention_len(n_tokens),
         ),
         nll=first.nll.tolist() if save_nll else None,
         compile=compile_info,  # recompilations counted through the last repeat

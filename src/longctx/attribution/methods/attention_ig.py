@@ -14,6 +14,7 @@ import torch
 
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.methods.gradient_reference import attention_ig_reference
 from longctx.attribution.methods.ig import IGOptions, ig_position_scores
 from longctx.attribution.tracing import LayerCapture, chunk_ranges, decoder_layers, trace_layers
 from longctx.options import check_fields, option
@@ -53,4 +54,8 @@ def attention_ig(model, tokenizer, inputs: AttributionInputs, options: Attention
     return AttributionResult(inputs.matrix_from_positions(ig_scores * attention), details)
 
 
-register(MethodSpec("attention_I_G", "Attention×IG", "gradient", AttentionIGOptions, attention_ig))
+register(
+    MethodSpec(
+        "attention_I_G", "Attention×IG", "gradient", AttentionIGOptions, attention_ig, reference=attention_ig_reference
+    )
+)

@@ -27,6 +27,7 @@ causally masked). Relevance is not exactly conserved: the softmax rule and biase
 
 from __future__ import annotations
 
+import functools
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 from longctx.attribution.embeddings import input_embeddings
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.reference_runtime import original_columns, trainable_parameters
 from longctx.errors import UsageError
 from longctx.options import check_fields, option
 
@@ -72,10 +74,14 @@ def scale_gradient(x: torch.Tensor, scale) -> torch.Tensor:
     return _ScaleGradient.apply(x, scale)
 
 
-def identity_rule(fn, x: torch.Tensor) -> torch.Tensor:
-    """fn(x) in value; gradient fn(x)/x (fn treated as multiplication by a constant; 0 where x = 0)."""
+def identity_rule(fn, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """fn(x) in value; gradient fn(x)/x (fn treated as multiplication by a constant; 0 where x = 0).
+
+    With ``eps`` the slope is the original's fn(x)/(x + eps) (lrp_rules: eps = 1e-10, which fp16 rounds
+    away, so an exact zero gives 0/0 = NaN there as in the original)."""
     out = fn(x)
-    ratio = torch.where(x != 0, out / x, torch.zeros_like(x)).detach()
+    ratio = torch.where(x != 0, out / x, torch.zeros_like(x)) if eps is None else out / (x + eps)
+    ratio = ratio.detach()
     linear = x * ratio
     return out.detach() + (linear - linear.detach())
 
@@ -100,15 +106,15 @@ def layer_norm_forward(self, x: torch.Tensor) -> torch.Tensor:
     return h.to(x.dtype)
 
 
-def gated_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+def gated_mlp_forward(self, x: torch.Tensor, identity_eps: float | None = None) -> torch.Tensor:
     """down(act(gate x) * up x): identity rule on act, gradient halved through the product (uniform rule)."""
-    product = identity_rule(self.act_fn, self.gate_proj(x)) * self.up_proj(x)
+    product = identity_rule(self.act_fn, self.gate_proj(x), identity_eps) * self.up_proj(x)
     return self.down_proj(scale_gradient(product, 0.5))
 
 
-def neox_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+def neox_mlp_forward(self, x: torch.Tensor, identity_eps: float | None = None) -> torch.Tensor:
     """GPT-NeoX MLP with the identity rule on its activation."""
-    return self.dense_4h_to_h(identity_rule(self.act, self.dense_h_to_4h(x)))
+    return self.dense_4h_to_h(identity_rule(self.act, self.dense_h_to_4h(x), identity_eps))
 
 
 def _scale_output_hook(scale):
@@ -125,7 +131,7 @@ def _fused_qkv_scale(attn, proj: nn.Linear) -> torch.Tensor:
     return head.repeat(proj.out_features // (3 * dh)).to(proj.weight.device)
 
 
-def _forward_for(module: nn.Module):
+def _forward_for(module: nn.Module, identity_eps: float | None):
     """The LRP forward for a module that needs one (None: the module is linear or a container)."""
     name = type(module).__name__
     if isinstance(module, nn.LayerNorm):
@@ -135,21 +141,22 @@ def _forward_for(module: nn.Module):
             raise UsageError(f"attnlrp: unsupported normalization {name} (Llama/Qwen-style RMSNorm expected)")
         return rms_norm_forward
     if all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
-        return gated_mlp_forward
+        return functools.partial(gated_mlp_forward, identity_eps=identity_eps)
     if all(hasattr(module, a) for a in ("dense_h_to_4h", "dense_4h_to_h", "act")):
-        return neox_mlp_forward
+        return functools.partial(neox_mlp_forward, identity_eps=identity_eps)
     if "Norm" in name or name.endswith("MLP"):
         raise UsageError(f"attnlrp: no AttnLRP rule for {name}")
     return None
 
 
 @contextmanager
-def attnlrp_rules(model):
-    """Install the AttnLRP rules on ``model`` (forwards shadowed per instance, q/k/v hooks); undone on exit."""
+def attnlrp_rules(model, identity_eps: float | None = None):
+    """Install the AttnLRP rules on ``model`` (forwards shadowed per instance, q/k/v hooks); undone on exit.
+    ``identity_eps``: the identity rule's slope fn(x)/(x + eps) (None: fn(x)/x, 0 at x = 0)."""
     swapped, handles, n_attention = [], [], 0
     try:
         for module in model.modules():
-            forward = _forward_for(module)
+            forward = _forward_for(module, identity_eps)
             if forward is not None:
                 # accelerate's device hooks keep the module's own forward as ``_old_forward``: swap that one
                 attr = "_old_forward" if hasattr(module, "_old_forward") else "forward"
@@ -218,4 +225,34 @@ def attnlrp(model, tokenizer, inputs: AttributionInputs, options: AttnLRPOptions
     return AttributionResult(inputs.matrix_from_positions(scores), details)
 
 
-register(MethodSpec("attnlrp", "AttnLRP", "relevance", AttnLRPOptions, attnlrp))
+ORIGINAL_IDENTITY_EPS = 1e-10  # lrp_rules.IdentityRuleImplicitFn
+
+
+def attnlrp_reference(model, tokenizer, inputs: AttributionInputs, options) -> AttributionResult:
+    """AttnLRP as the original time curve runs it (``calculate_attnlrp``, per token): fp32 embeddings of all T
+    ids cast to the model dtype, one forward with full logits, then G backward passes (graph retained) of
+    logit[P + g - 1, y_g] with the parameters trainable (weight gradients accumulate); relevance = fp32
+    embeddings x their gradient, summed over dims; NaN at positions >= P + g. ``options`` are ignored."""
+    embed = model.get_input_embeddings()
+    dtype = next(model.parameters()).dtype
+    ids = inputs.input_ids.to(embed.weight.device)
+    scores = torch.full((inputs.n_gen, inputs.total), float("nan"))
+    with trainable_parameters(model), attnlrp_rules(model, identity_eps=ORIGINAL_IDENTITY_EPS):
+        embeds = embed(ids).float().detach().clone().requires_grad_(True)
+        logits = model(inputs_embeds=embeds.to(dtype), use_cache=False).logits
+        for g, target in enumerate(inputs.generation_ids):
+            position = inputs.prompt_len + g
+            if embeds.grad is not None:
+                embeds.grad.zero_()
+            logits[0, position - 1, target].backward(retain_graph=g < inputs.n_gen - 1)
+            scores[g, :position] = (embeds * embeds.grad).float().sum(-1).detach().cpu()[0, :position]
+    details = {
+        "attnlrp_form": "per_token (original: 1 forward with full logits + G backward, weight gradients)",
+        "target": "logit of y_g at its predicting position",
+        "rules": "identity (norms; activations with slope act(x)/(x + 1e-10)), uniform (gate*up, QK^T, AV: "
+        "q,k grad/4, v grad/2), softmax rule",
+    }
+    return AttributionResult(original_columns(inputs, scores), details)
+
+
+register(MethodSpec("attnlrp", "AttnLRP", "relevance", AttnLRPOptions, attnlrp, reference=attnlrp_reference))

@@ -1,22 +1,28 @@
 """FlashTrace: IFR for a whole span of sink positions at once, by linearity, with multi-hop re-aggregation.
 
-Span IFR. For sinks i with weights w_i (sum 1) the span's attention output is ``sum_i w_i y_i``; by linearity
-its decomposition is ``c_j = sum_h a_hj W_O,h v_hj`` with the aggregated row ``a_hj = sum_i w_i A[h,i,j]`` and
-residual ``r = sum_i w_i (x_i + b_O)`` (exactly what per-sink IFR sums to). Proximity, per-layer
-normalization and the layer sum are those of IFR (``ifr.py``), applied once to the span instead of once
-per sink: rows are aggregated ``sink_chunk_tokens`` at a time, sources projected ``chunk_tokens`` at a time.
+Span IFR. For sinks i with weights w_i the span's attention output is ``sum_i w_i y_i``; by linearity its
+decomposition has terms ``a_hj W_O,h v_hj`` with the aggregated rows ``a_hj = sum_i w_i A[h,i,j]`` and the
+residual ``sum_i w_i (x_i + b_O)``. Proximities per (source, head) term, head sum, per-layer normalization and
+the layer sum are IFR's (``routes``), applied once to the span instead of once per sink.
 
-Hops (``n_hops``). Hop 0 explains the target span (uniform weights over its sinks: the positions that
-predict its tokens); its scores s^0 over all positions are normalized to sum 1. Hop h >= 1 explains the
-reasoning (hop) span itself: m_h = share of s^{h-1} on the hop-span tokens, sink weights = s^{h-1} on those
-tokens / m_h (sink = the token's own position: the node the mass landed on), giving normalized s^h. With
-rho_h = m_1 ... m_h, the reported score is s^0 on output tokens and ``s^0 + sum_h rho_h s^h`` on prompt
-tokens. The span explains all output rows jointly: every matrix row carries the same scores, masked
-causally (NaN at output columns j >= g).
+What is explained (the original's defaults, ``llm_attr.calculate_ifr_multi_hop`` and
+``ft_ifr_improve.LLMIFRAttributionBoth.calculate_ifr_multi_hop_both``):
 
-``ifr_multi_hop``: target = the last output sentence (EOS included), hop span = the output tokens before
-it. ``ifr_multi_hop_both``: the same target and the whole output except EOS as hop span, with stop words
-(tokens whose text is ``,`` ``.`` or whitespace) given zero sink weight and zero score.
+* ``ifr_multi_hop``: sink span = hop span = the whole generation (EOS included), unweighted.
+* ``ifr_multi_hop_both``: span = the generation without its EOS; stop tokens (text ``,`` ``.`` or whitespace)
+  get sink weight 0 (if the span has any) and score 0 everywhere (user prompt and outputs).
+
+Hop 0 gives E0 [T] (raw: sums over layers of per-layer shares, not renormalized). Hop h >= 1 re-explains the
+span itself with sink weights E_{h-1}[span] (normalized), giving E_h. With r_0 = E0[span].sum() / E0.sum() and
+r_h = r_{h-1} * E_h[span].sum() / E_h.sum(), the score is ``E0 * m + sum_h r_{h-1} E_h * m`` with m = 1
+on positions before the span (prompt, chat template included) and 0 on and after it, times the stop-token
+mask. Every output row the span explains carries that one vector (``SpanScores``); ``both`` leaves the rows
+of stop tokens and of the EOS NaN.
+
+Efficient protocol: one traced decoder pass per hop, attention rows recomputed from q/k ``sink_chunk_tokens``
+sinks at a time, values projected ``chunk_tokens`` sources at a time: memory linear in the sequence, no
+(span x sequence) tensor and a result of one vector per hop. The reference protocol (one forward keeping every
+attention map, the original's fp16 accumulators) is in ``routing_reference``.
 """
 
 from __future__ import annotations
@@ -25,23 +31,21 @@ from dataclasses import dataclass
 
 import torch
 
-from longctx.attribution.inputs import AttributionInputs, token_strings
-from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.inputs import AttributionInputs
+from longctx.attribution.method import AttributionResult, MethodSpec, SpanScores, register
 from longctx.attribution.methods.ifr import ChunkOptions
-from longctx.attribution.routes import proximity, residual_proximity
-from longctx.attribution.sentences import sentence_spans
+from longctx.attribution.methods.routing_reference import reference_ifr_multi_hop, reference_ifr_multi_hop_both
+from longctx.attribution.routes import head_proximity_sum, layer_normalized, residual_proximity
+from longctx.attribution.spans import SpanPlan, both_plan, multi_hop_plan
 from longctx.attribution.tracing import LayerCapture, chunk_ranges, trace_layers
-from longctx.errors import UsageError
 from longctx.options import check_fields, option
-
-STOP_WORDS = {",", "."}
 
 
 @dataclass(frozen=True)
 class FlashTraceOptions(ChunkOptions):
-    """IFR's chunk sizes plus the number of hops over the reasoning span."""
+    """IFR's chunk sizes plus the number of hops over the span."""
 
-    n_hops: int = option(1, help="FlashTrace hops over the reasoning span", minimum=0)
+    n_hops: int = option(1, help="FlashTrace hops over the explained span (the original's default: 1)", minimum=0)
 
     def __post_init__(self):
         check_fields(self)
@@ -60,24 +64,23 @@ def span_aggregate(cap: LayerCapture, sinks: torch.Tensor, weights: torch.Tensor
 def layer_span_scores(
     cap: LayerCapture, sinks: torch.Tensor, weights: torch.Tensor, sink_chunk: int, src_chunk: int
 ) -> torch.Tensor:
-    """Per-layer normalized proximities [n_src] of every source for the weighted span of sinks."""
+    """One layer's normalized token scores [n_src] for the weighted span of sinks."""
     agg, y, r = span_aggregate(cap, sinks, weights, sink_chunk)
     prox = torch.zeros(agg.shape[1], device=agg.device)
     for c0, c1 in chunk_ranges(agg.shape[1], src_chunk):
-        contrib = torch.einsum("hc,hce->ce", agg[:, c0:c1], cap.value_out(c0, c1))
-        prox[c0:c1] = proximity(y, contrib)
-    return prox / (prox.sum() + residual_proximity(y, r)).clamp_min(torch.finfo(prox.dtype).tiny)
+        prox[c0:c1] = head_proximity_sum(y[None], agg[:, None, c0:c1], cap.value_out(c0, c1))[0]
+    return layer_normalized(prox, residual_proximity(y, r))
 
 
 def span_ifr(
     model, input_ids: torch.Tensor, sinks: torch.Tensor, weights: torch.Tensor, sink_chunk: int, src_chunk: int
 ) -> torch.Tensor:
-    """Span IFR scores [T] (per-layer normalized, summed over layers); zero-weight sinks are skipped."""
+    """Span IFR scores [T] (per-layer shares summed over layers); zero-weight sinks are skipped, all-zero: 0."""
     keep = weights > 0
-    if not keep.any():
-        raise UsageError("FlashTrace: every sink of the span has zero weight (all stop words?)")
-    sinks, weights = sinks[keep], weights[keep] / weights[keep].sum()
     total = torch.zeros(input_ids.shape[1])
+    if not keep.any():
+        return total
+    sinks, weights = sinks[keep], weights[keep] / weights[keep].sum()
 
     def on_layer(_index: int, cap: LayerCapture) -> None:
         scores = layer_span_scores(cap, sinks, weights, sink_chunk, src_chunk)
@@ -87,81 +90,81 @@ def span_ifr(
     return total
 
 
-def _normalized(scores: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    scores = scores.masked_fill(zero, 0.0)
-    return scores / scores.sum().clamp_min(torch.finfo(scores.dtype).tiny)
+def _share(scores: torch.Tensor, span: slice) -> float:
+    total = float(scores.sum())
+    return float(scores[span].sum()) / total if total > 0 else 0.0
 
 
-def flashtrace(
-    model,
-    inputs: AttributionInputs,
-    target_weights: torch.Tensor,
-    hop_tokens: torch.Tensor,
-    zero: torch.Tensor,
-    options: FlashTraceOptions,
-) -> tuple[torch.Tensor, list[float]]:
-    """Multi-hop FlashTrace scores over all positions [T] and the hop masses m_h (see the module docstring).
-
-    ``target_weights`` [G]: weights of output rows (sink of row g = prompt_len + g - 1); ``hop_tokens``:
-    output indices of the hop span; ``zero`` [T]: positions whose score is forced to 0 (an output row whose
-    token is one of them gets zero weight).
-    """
+def flashtrace(model, inputs: AttributionInputs, plan: SpanPlan, options: FlashTraceOptions):
+    """Multi-hop FlashTrace (see the module docstring) -> (SpanScores, the hop ratios r_0, r_1, ...)."""
     chunks = (options.sink_chunk_tokens, options.chunk_tokens)
-    rows = inputs.generation_positions() - 1
-    weights = target_weights.float().masked_fill(zero[inputs.generation_positions()], 0.0)
-    scores = _normalized(span_ifr(model, inputs.input_ids, rows, weights, *chunks), zero)
-    result, rho, masses = scores.clone(), 1.0, []
-    hop_positions = inputs.prompt_len + hop_tokens
-    for _ in range(options.n_hops if len(hop_tokens) else 0):
-        mass = float(scores[hop_positions].sum())
-        masses.append(mass)
-        if mass <= 0:
-            break
-        rho *= mass
-        scores = _normalized(span_ifr(model, inputs.input_ids, hop_positions, scores[hop_positions], *chunks), zero)
-        result[: inputs.prompt_len] += rho * scores[: inputs.prompt_len]
-    return result, masses
+    sinks, span = torch.arange(plan.start, plan.end), slice(plan.start, plan.end)
+    weights = torch.ones(len(sinks)) if plan.base_weights is None else plan.base_weights.float()
+    scores = span_ifr(model, inputs.input_ids, sinks, weights, *chunks) * plan.keep
+    m = plan.observation()
+    result, hops, ratio = scores * m, [scores], _share(scores, span)
+    ratios = [ratio]
+    for _ in range(options.n_hops):
+        mass = float(scores[span].sum())
+        if mass <= 0 or ratio <= 0:
+            scores = torch.zeros_like(scores)
+        else:
+            scores = span_ifr(model, inputs.input_ids, sinks, scores[span] / mass, *chunks) * plan.keep
+        result += ratio * scores * m
+        hops.append(scores)
+        ratio *= _share(scores, span)
+        ratios.append(ratio)
+    return SpanScores(result, plan.rows, hops), ratios
 
 
-def _last_sentence_start(tokenizer, inputs: AttributionInputs) -> int:
-    """Output index where the last sentence (the answer) starts; EOS belongs to it."""
-    spans = sentence_spans(tokenizer, inputs.generation_ids[: inputs.n_gen - int(inputs.eos_counts)])
-    return spans[-1][0] if spans else 0
-
-
-def _run(model, tokenizer, inputs: AttributionInputs, options: FlashTraceOptions, both: bool) -> AttributionResult:
-    start = _last_sentence_start(tokenizer, inputs)
-    target = torch.zeros(inputs.n_gen)
-    target[start:] = 1.0
-    n_hop = inputs.n_gen - int(inputs.eos_counts) if both else start
-    hop_tokens = torch.arange(n_hop)
-    zero = torch.zeros(inputs.total, dtype=torch.bool)
-    if both:
-        strings = token_strings(tokenizer, inputs.input_ids[0].tolist())
-        zero = torch.tensor([s.strip() in STOP_WORDS or not s.strip() for s in strings])
-    scores, masses = flashtrace(model, inputs, target, hop_tokens, zero, options)
+def span_details(plan: SpanPlan | None, ratios: list[float], options: FlashTraceOptions) -> dict:
+    """What a FlashTrace result records about its span (absolute positions, inclusive like the original's)."""
     details = {
-        "row_semantics": "span: every row holds the joint scores of the target span, masked causally",
-        "target_rows": [start, inputs.n_gen],
-        "hop_span_tokens": n_hop,
+        "row_semantics": "span: every explained output row carries the same vector over the sequence",
         "n_hops": options.n_hops,
-        "hop_masses": masses,
-        "stop_words_zeroed": int(zero.sum()),
+        "thinking_ratios": ratios,
         "sink_chunk_tokens": options.sink_chunk_tokens,
         "chunk_tokens": options.chunk_tokens,
     }
-    return AttributionResult(inputs.matrix_from_positions(scores.expand(inputs.n_gen, -1)), details)
+    if plan is not None:
+        details.update(
+            sink_span_absolute=[plan.start, plan.end - 1],
+            stop_tokens_zeroed=int((plan.keep == 0).sum()),
+            rows_explained=int(plan.rows.sum()),
+        )
+    return details
+
+
+def _run(model, inputs: AttributionInputs, plan: SpanPlan | None, options: FlashTraceOptions) -> AttributionResult:
+    if plan is None:
+        empty = SpanScores(torch.zeros(inputs.total), torch.zeros(inputs.n_gen, dtype=torch.bool))
+        return AttributionResult(details=span_details(None, [], options), span=empty)
+    scores, ratios = flashtrace(model, inputs, plan, options)
+    return AttributionResult(details=span_details(plan, ratios, options), span=scores)
 
 
 def ifr_multi_hop(model, tokenizer, inputs: AttributionInputs, options: FlashTraceOptions) -> AttributionResult:
-    """FlashTrace: target = last output sentence, hop span = the output before it."""
-    return _run(model, tokenizer, inputs, options, both=False)
+    """FlashTrace over the whole generation (EOS included)."""
+    return _run(model, inputs, multi_hop_plan(inputs), options)
 
 
 def ifr_multi_hop_both(model, tokenizer, inputs: AttributionInputs, options: FlashTraceOptions) -> AttributionResult:
-    """FlashTrace with stop words zeroed and the whole output except EOS as hop span."""
-    return _run(model, tokenizer, inputs, options, both=True)
+    """FlashTrace over the generation without EOS, stop tokens weighted and scored 0."""
+    return _run(model, inputs, both_plan(tokenizer, inputs), options)
 
 
-register(MethodSpec("ifr_multi_hop", "FlashTrace", "routing", FlashTraceOptions, ifr_multi_hop))
-register(MethodSpec("ifr_multi_hop_both", "FlashTrace (both)", "routing", FlashTraceOptions, ifr_multi_hop_both))
+register(
+    MethodSpec(
+        "ifr_multi_hop", "FlashTrace", "routing", FlashTraceOptions, ifr_multi_hop, reference=reference_ifr_multi_hop
+    )
+)
+register(
+    MethodSpec(
+        "ifr_multi_hop_both",
+        "FlashTrace (both)",
+        "routing",
+        FlashTraceOptions,
+        ifr_multi_hop_both,
+        reference=reference_ifr_multi_hop_both,
+    )
+)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from longctx.attribution.embeddings import auto_batch_size, input_embeddings
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, register
+from longctx.attribution.methods.gradient_reference import ig_reference
 from longctx.errors import UsageError
 from longctx.models import eos_id
 from longctx.options import check_fields, option
@@ -104,17 +105,18 @@ def last_position_log_probs(model, embeds: torch.Tensor) -> torch.Tensor:
 def integrated_gradients(
     model, x: torch.Tensor, baseline: torch.Tensor, target_id: int, rule: Quadrature, batch_size: int
 ) -> torch.Tensor:
-    """Per-position IG scores [L] of log p(target | x) (the next token after x [L, d]) against ``baseline``."""
-    diff = x - baseline
+    """Per-position IG scores [L] of log p(target | x) (the next token after x [L, d]) against ``baseline``.
+    The points are formed in fp32 and cast to the model dtype (as the original does), not formed in bf16."""
+    start_point, diff = baseline.float(), x.float() - baseline.float()
     total_grad = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     for start in range(0, len(rule.alphas), batch_size):
-        alphas = rule.alphas[start : start + batch_size].to(x.device, x.dtype)
+        alphas = rule.alphas[start : start + batch_size].to(x.device, torch.float32)
         weights = rule.weights[start : start + batch_size].to(x.device, torch.float32)
-        points = (baseline[None] + alphas[:, None, None] * diff[None]).requires_grad_(True)
+        points = (start_point[None] + alphas[:, None, None] * diff[None]).to(x.dtype).requires_grad_(True)
         target = last_position_log_probs(model, points)[:, target_id]
         (grad,) = torch.autograd.grad(target.sum(), points)
         total_grad += torch.einsum("b,bld->ld", weights, grad.float())
-    return (diff.float() * total_grad).sum(-1)
+    return (diff * total_grad).sum(-1)
 
 
 def ig_position_scores(model, tokenizer, inputs: AttributionInputs, options: IGOptions) -> tuple[torch.Tensor, dict]:
@@ -147,4 +149,4 @@ def ig(model, tokenizer, inputs: AttributionInputs, options: IGOptions) -> Attri
     return AttributionResult(inputs.matrix_from_positions(scores), details)
 
 
-register(MethodSpec("IG", "IG", "gradient", IGOptions, ig))
+register(MethodSpec("IG", "IG", "gradient", IGOptions, ig, reference=ig_reference))

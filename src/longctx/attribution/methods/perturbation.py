@@ -20,7 +20,12 @@ from tqdm.auto import tqdm
 from longctx.attribution.embeddings import auto_batch_size, embedding_device
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, NoOptions, register
-from longctx.attribution.sentences import sentence_spans
+from longctx.attribution.methods.perturbation_reference import (
+    build_sentence_splitter,
+    perturbation_all_reference,
+    perturbation_clp_reference,
+)
+from longctx.attribution.sentences import SPLITTER, sentence_spans
 from longctx.models import eos_id
 
 
@@ -103,11 +108,11 @@ def variant_scores(model, original: list[int], variants: list[list[int]], target
 
 
 def perturbation_position_scores(
-    model, tokenizer, inputs: AttributionInputs, replace: Replacer, score: Scorer
+    model, tokenizer, inputs: AttributionInputs, replace: Replacer, score: Scorer, sentences=None
 ) -> tuple[torch.Tensor, dict]:
     """Scores per absolute position [G, T] (each feature's score for each row of the current output sentence)
-    and the sentence counts."""
-    user, out_spans = row_sentences(tokenizer, inputs)
+    and the sentence counts. ``sentences``: (user features, output spans) to use instead of ``row_sentences``."""
+    user, out_spans = sentences or row_sentences(tokenizer, inputs)
     ids = inputs.input_ids[0].tolist()
     scores = torch.zeros(inputs.n_gen, inputs.total)
     for k, (a, b) in enumerate(tqdm(out_spans, desc="output sentences", leave=False, disable=None)):
@@ -120,7 +125,8 @@ def perturbation_position_scores(
         feature_scores = variant_scores(model, prefix, variants, inputs.generation_ids[a:b], score)
         for feature, values in zip(features, feature_scores, strict=True):
             scores[a:b, feature.position[0] : feature.position[1]] = values[:, None]
-    return scores, {"n_user_sentences": len(user), "n_output_sentences": len(out_spans)}
+    splitter = "given" if sentences else SPLITTER
+    return scores, {"n_user_sentences": len(user), "n_output_sentences": len(out_spans), "sentence_splitter": splitter}
 
 
 def run_perturbation(model, tokenizer, inputs: AttributionInputs, replace: Replacer, score: Scorer, details: dict):
@@ -144,5 +150,25 @@ def perturbation_clp(model, tokenizer, inputs: AttributionInputs, options: NoOpt
     return run_perturbation(model, tokenizer, inputs, replace, kl_divergence, details)
 
 
-register(MethodSpec("perturbation_all", "Perturbation (log-prob)", "perturbation", NoOptions, perturbation_all))
-register(MethodSpec("perturbation_CLP", "Perturbation (CLP, KL)", "perturbation", NoOptions, perturbation_clp))
+register(
+    MethodSpec(
+        "perturbation_all",
+        "Perturbation (log-prob)",
+        "perturbation",
+        NoOptions,
+        perturbation_all,
+        reference=perturbation_all_reference,
+        reference_setup=build_sentence_splitter,
+    )
+)
+register(
+    MethodSpec(
+        "perturbation_CLP",
+        "Perturbation (CLP, KL)",
+        "perturbation",
+        NoOptions,
+        perturbation_clp,
+        reference=perturbation_clp_reference,
+        reference_setup=build_sentence_splitter,
+    )
+)

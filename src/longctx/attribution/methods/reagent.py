@@ -10,6 +10,7 @@ RunFailure, ``"truncate"`` keeps a window of context around the sentence and rec
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,6 +20,12 @@ from longctx.attribution.embeddings import embedding_device
 from longctx.attribution.inputs import AttributionInputs
 from longctx.attribution.method import AttributionResult, MethodSpec, register
 from longctx.attribution.methods.perturbation import Sentence, log_prob_drop, perturbation_position_scores
+from longctx.attribution.methods.perturbation_reference import (
+    build_sentence_splitter,
+    original_sentence_ablation,
+    response_log_probs,
+)
+from longctx.attribution.reference_runtime import original_columns
 from longctx.errors import RunFailure, UsageError
 from longctx.models import eos_id, load_tokenizer, resolve_model_dir
 from longctx.options import check_fields, option
@@ -158,4 +165,90 @@ def perturbation_reagent(model, tokenizer, inputs: AttributionInputs, options: R
     return AttributionResult(inputs.matrix_from_positions(scores), details)
 
 
-register(MethodSpec("perturbation_REAGENT", "ReAGent", "perturbation", ReagentOptions, perturbation_reagent))
+@dataclass
+class OriginalMaskedLMAblation:
+    """The original's ``mlm_mask_indices``: the whole current LLM sequence (chat template, prompt, earlier
+    outputs) becomes text with one mask token per ablated LLM token, the masked LM reads it right-truncated to
+    ``max_length`` (silently in the original; counted here), its argmax guesses are decoded (" " prefixed),
+    re-tokenized by the LLM's tokenizer and cut or EOS-padded to the ablated length."""
+
+    mlm: object
+    mlm_tokenizer: object
+    causal_tokenizer: object
+    max_length: int
+    eos_id: int
+    n_calls: int = 0
+    n_at_max_length: int = 0
+    n_masks_truncated: int = 0
+
+    def __call__(self, sequence: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        tokens = self.causal_tokenizer.convert_ids_to_tokens(sequence[0].tolist())
+        for index in positions.tolist():
+            tokens[index] = self.mlm_tokenizer.mask_token
+        text = self.causal_tokenizer.convert_tokens_to_string(tokens)
+        device = self.mlm.get_input_embeddings().weight.device
+        encoded = self.mlm_tokenizer(text, return_tensors="pt", max_length=self.max_length, truncation=True)
+        encoded = {key: value.to(device) for key, value in encoded.items()}
+        masked = (encoded["input_ids"] == self.mlm_tokenizer.mask_token_id).nonzero(as_tuple=True)[1]
+        if "global_attention_mask" in inspect.signature(self.mlm.forward).parameters:
+            encoded["global_attention_mask"] = torch.zeros_like(encoded["input_ids"])
+            encoded["global_attention_mask"][0, masked] = 1
+        with torch.no_grad():
+            predicted = self.mlm(**encoded).logits[0, masked, :].argmax(dim=-1)
+        guess = self.mlm_tokenizer.decode(predicted, skip_special_tokens=True)
+        if guess and guess[0] != " ":
+            guess = " " + guess
+        replacement = self.causal_tokenizer(guess)["input_ids"][: len(positions)]
+        replacement += [self.eos_id] * (len(positions) - len(replacement))
+        self.n_calls += 1
+        self.n_at_max_length += encoded["input_ids"].shape[1] >= self.max_length
+        self.n_masks_truncated += len(positions) - len(masked)
+        return torch.tensor([replacement], dtype=torch.long, device=sequence.device)
+
+    def record(self) -> dict:
+        return {
+            "mlm_max_length": self.max_length,
+            "n_replacements": self.n_calls,
+            "n_mlm_inputs_at_max_length": self.n_at_max_length,
+            "n_masks_truncated": self.n_masks_truncated,
+        }
+
+
+def reagent_reference_setup(model, options: ReagentOptions) -> None:
+    """Before timing, as the original's constructor: the masked LM on the model's device, spaCy's pipeline."""
+    build_sentence_splitter()
+    if options.mlm_model:
+        load_masked_lm(options.mlm_model, str(embedding_device(model)))
+
+
+def perturbation_reagent_reference(model, tokenizer, inputs: AttributionInputs, options: ReagentOptions):
+    """ReAGent as the original runs it: masked-LM replacement of the whole sequence's masked tokens
+    (``OriginalMaskedLMAblation``), log p_orig - log p_ablated, the original's loop and features."""
+    if not options.mlm_model:
+        raise UsageError("perturbation_REAGENT needs a masked LM: set --mlm-model (a directory or cached hub id)")
+    eos = eos_id(tokenizer, "perturbation_REAGENT (replacements are padded with EOS)")
+    mlm, mlm_tokenizer, revision = load_masked_lm(options.mlm_model, str(embedding_device(model)))
+    ablate = OriginalMaskedLMAblation(mlm, mlm_tokenizer, tokenizer, options.mlm_max_length, eos)
+    scores, counts = original_sentence_ablation(model, tokenizer, inputs, ablate, response_log_probs)
+    details = {
+        "replacement": "masked-LM argmax over the whole sequence, one mask per LLM token, length kept",
+        "score": "log p_orig(y) - log p_ablated(y), log_softmax in the model dtype",
+        "mlm_model": options.mlm_model,
+        "mlm_revision": revision,
+        **ablate.record(),
+        **counts,
+    }
+    return AttributionResult(original_columns(inputs, scores), details)
+
+
+register(
+    MethodSpec(
+        "perturbation_REAGENT",
+        "ReAGent",
+        "perturbation",
+        ReagentOptions,
+        perturbation_reagent,
+        reference=perturbation_reagent_reference,
+        reference_setup=reagent_reference_setup,
+    )
+)
