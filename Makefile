@@ -44,7 +44,7 @@ test-compat: ## unit tests against the oldest supported transformers (TRANSFORME
 	$(COMPAT_VENV)/bin/pip install --quiet -r $(COMPAT_VENV)/requirements.txt transformers==$(TRANSFORMERS_MIN) \
 	  accelerate datasets
 	$(COMPAT_VENV)/bin/pip install --quiet --no-deps -e .
-	$(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider --ignore=tests/test_e2e_smoke.py
+	$(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider --ignore=tests/test_e2e_smoke.py -m "not slurm"  # the Slurm runs: make test
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check src tests
