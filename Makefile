@@ -11,6 +11,10 @@ LONGCTX := $(VENV)/bin/longctx
 STAMP := $(VENV)/.installed
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
+# Where paper/experiments/baseline measure cells (read by longctx from the environment; see README "Running on a
+# cluster"): EXECUTOR=local (default) or slurm, JOBS=N cells at once (one GPU each), SLURM_* for the cluster.
+EXECUTOR ?=
+JOBS ?=
 
 .PHONY: help setup texlive test test-compat lint smoke baseline experiments tables figures pdf paper check bench lock clean \
         docker-build docker-run docker-pin
@@ -40,7 +44,7 @@ test-compat: ## unit tests against the oldest supported transformers (TRANSFORME
 	$(COMPAT_VENV)/bin/pip install --quiet -r $(COMPAT_VENV)/requirements.txt transformers==$(TRANSFORMERS_MIN) \
 	  accelerate datasets
 	$(COMPAT_VENV)/bin/pip install --quiet --no-deps -e .
-	$(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider --ignore=tests/test_e2e_smoke.py
+	$(COMPAT_VENV)/bin/python -m pytest -p no:cacheprovider --ignore=tests/test_e2e_smoke.py -m "not slurm"  # the Slurm runs: make test
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check src tests

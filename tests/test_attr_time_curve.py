@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,12 +116,11 @@ def test_reference_cell_uses_the_originals_inputs_and_records_protocol_and_kerne
 
 
 def test_crashed_worker_gives_runtime_error_rows(tiny_dir, monkeypatch):
-    def crash(cmd, stderr, check):
-        stderr.write("Fatal: unspecified launch failure\n")
-        stderr.flush()
-        return subprocess.CompletedProcess(cmd, -9)
+    import longctx.executors.process as process
 
-    monkeypatch.setattr(cell_module.subprocess, "run", crash)
+    crash = "import os, signal, sys; sys.stderr.write('Fatal: unspecified launch failure\\n'); sys.stderr.flush(); " \
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(process, "python_module", lambda *args: [sys.executable, "-c", crash])
     rows = measure_cell(_cell(tiny_dir))
     assert [r["repeat"] for r in rows] == [0, 1]
     for row in rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import install_tiny_models
 from longctx.claims import CLAIMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,7 @@ def workdir(tmp_path_factory, tiny_dir):
     shutil.copytree(ROOT / "NeurIPS", work / "NeurIPS", ignore=shutil.ignore_patterns("*.pdf", "generated", "figures"))
     (work / "NeurIPS" / "generated").mkdir()
     (work / "NeurIPS" / "figures").mkdir()
-    (work / "assets").mkdir()
-    shutil.copytree(tiny_dir, work / "assets" / "tiny")
+    install_tiny_models(tiny_dir, work)
     return work
 
 

@@ -52,7 +52,7 @@ def test_dry_run_false_runs_for_real_and_bogus_exits_2(monkeypatch, capsys, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DRY_RUN", "false")
     assert main(["run", "main", "--profile", "smoke"]) == 0
-    assert seen == [{"dry_run": False}]
+    assert [kw["dry_run"] for kw in seen] == [False]
     monkeypatch.setenv("DRY_RUN", "sometimes")
     assert main(["run", "main", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -25,7 +25,7 @@ def test_paper_all_dry_run_prints_the_plan_and_runs_nothing(project, monkeypatch
     monkeypatch.setattr(longctx.runner, "run_plan", lambda plan, where, **kw: calls.append((plan.profile, where, kw)))
     monkeypatch.setenv("DRY_RUN", "1")
     assert cli_main(["paper", "all", "--profile", "smoke"]) == 0
-    assert calls == [("smoke", Path("results/smoke"), {"dry_run": True})]
+    assert calls == [("smoke", Path("results/smoke"), {"dry_run": True, "executor": "local", "jobs": 1})]
     assert "profile: smoke (requested explicitly)" in capsys.readouterr().out
     assert not (project / "NeurIPS" / "generated").exists() and not (project / "results").exists()
 

@@ -141,7 +141,7 @@ def test_bad_inputs_exit_2(model_dir, text_file, tmp_path, capsys):
     long_text = write_smoke_text(tmp_path / "long.json", n_words=6000, seed=2)
     knobs = ["--method", "lazy", "--cap-total", "16"]
     cases = [
-        (_args(model_dir, no_text, tmp_path / "o1.json", *knobs), "no such file"),
+        (_args(model_dir, no_text, tmp_path / "o1.json", *knobs), "not found"),
         (_args(model_dir, bad_json, tmp_path / "o2.json", *knobs), "without a string 'text' field"),
         (_args(str(tmp_path / "nomodel"), text_file, tmp_path / "o3.json", *knobs), "not a model directory"),
         (_args(model_dir, text_file, tmp_path / "o4.json", *knobs, "--max-eval-tokens", "1"), "at least 2"),

@@ -154,7 +154,6 @@ def _torch_stack() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
         "cuda_available": torch.cuda.is_available(),
-        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 
@@ -225,14 +224,19 @@ def code_version() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit:
-        status = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
-        dirty = bool(status)
+        status = _git("status", "--porcelain", "--untracked-files=all", "--", ".")
+        dirty = None if status is None else any(_changes_measuring_code(line) for line in status.splitlines())
     return {
         "package_version": __version__,
         "git_commit": commit,
         "git_dirty": dirty,
         "source_sha256": source_sha256(),
     }
+
+
+def _changes_measuring_code(status_line: str) -> bool:
+    """A ``git status --porcelain`` line that changes the package: any tracked change, or an untracked ``.py``."""
+    return not status_line.startswith("??") or status_line.rstrip().endswith(".py")
 
 
 def provenance(started_utc: str, argv: list[str] | None = None) -> dict[str, Any]:
@@ -244,4 +248,6 @@ def provenance(started_utc: str, argv: list[str] | None = None) -> dict[str, Any
         "start_utc": started_utc,
         "end_utc": utc_now(),
         "hostname": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from longctx import knobs
+from longctx.atomic_files import atomic_write_json as atomic_write_json  # re-exported: one atomic writer
 from longctx.provenance import code_version, fingerprint, provenance, sha256_json, utc_now
 
 SCHEMA_VERSION = 2
@@ -104,24 +104,6 @@ def build_result(
     return result
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON via a temp file in the same directory and an atomic rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=False, ensure_ascii=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def parse_result(data: Any) -> StoredResult:
     """Validate a loaded result against the envelope and its study's metrics model (ValidationError if not)."""
     from longctx.studies import STUDIES
@@ -165,21 +147,40 @@ class Action(str, Enum):
 
 @dataclass(frozen=True)
 class ReusePolicy:
-    """FORCE reruns everything; ALLOW_STALE reuses stale results (loudly). Read from the environment."""
+    """FORCE reruns everything; ALLOW_STALE reuses stale results (loudly); RETRY_OOM reruns out-of-memory results.
+    Read from the environment."""
 
     force: bool = False
     allow_stale: bool = False
+    retry_oom: bool = False
 
     @classmethod
     def from_env(cls, env=None) -> ReusePolicy:
-        return cls(force=knobs.flag("FORCE", False, env), allow_stale=knobs.flag("ALLOW_STALE", False, env))
+        return cls(
+            force=knobs.flag("FORCE", False, env),
+            allow_stale=knobs.flag("ALLOW_STALE", False, env),
+            retry_oom=knobs.flag("RETRY_OOM", False, env),
+        )
+
+
+OOM_STATUSES = ("oom", "predicted_oom")
+
+
+def is_oom(status: str) -> bool:
+    """An out-of-memory outcome (measured or predicted): a result, kept unless RETRY_OOM=1."""
+    return status.startswith(OOM_STATUSES)
+
+
+def is_error(status: str) -> bool:
+    """A status that is neither a measurement, nor a documented skip, nor out of memory: retried on the next run."""
+    return not (status == "ok" or status.startswith("skipped") or is_oom(status))
 
 
 def cell_state(existing: StoredResult | None, expected_hash: str) -> CellState:
+    """Valid: same hash and a kept status (ok, skipped_*, oom); an error result is stale, so the next run retries it."""
     if existing is None:
         return CellState.MISSING
-    ok = existing.status == "ok" or existing.status.startswith(("oom", "skipped"))
-    if existing.config_hash == expected_hash and ok:
+    if existing.config_hash == expected_hash and not is_error(existing.status):
         return CellState.VALID
     return CellState.STALE
 
@@ -189,6 +190,8 @@ def decide(existing: StoredResult | None, expected_hash: str, policy: ReusePolic
     if policy.force:
         return Action.RUN
     state = cell_state(existing, expected_hash)
+    if state is CellState.VALID and policy.retry_oom and is_oom(existing.status):
+        return Action.RUN
     if state is CellState.VALID:
         return Action.SKIP
     if state is CellState.STALE and policy.allow_stale and existing.status == "ok":

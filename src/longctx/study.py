@@ -1,8 +1,9 @@
 """The study interface: what the plan runner, the result store and the paper need from a study.
 
 A study is an object registered in ``longctx.studies``; it turns its part of a profile's plan data into
-cells, names each cell from its config, says which cells are baselines, describes a cell's inputs without
-loading weights, runs a cell into a result file, and reads the metrics of its results back through their typed model.
+cells, names each cell from its config, says which cells are baselines and which are timed together (one node),
+describes a cell's inputs without loading weights, runs a cell into a result file, and reads the metrics of its
+results back through their typed model.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Study(Protocol):
 
     def is_baseline(self, config: Any) -> bool:
         """Whether the cell is a baseline other cells are compared against (computed once per machine)."""
+
+    def timing_group(self, cell: Cell) -> str:
+        """The cells whose times a table compares (a baseline and the methods against it; one time curve): the
+        executors measure one group on one node, so its speedups never mix machines."""
 
     def describe_inputs(self, config: Any) -> dict:
         """The result's ``inputs`` block, cheaply: model revisions and the data's token hash, no weights."""

@@ -7,10 +7,11 @@ OOM kill cannot spoil the next cell, and peak memory belongs to the cell alone. 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -58,33 +59,56 @@ def measure_cell(cfg: TimeCellConfig, log_path: str | Path | None = None) -> lis
     """One row per repeat, measured in a fresh worker process (warm-up included).
 
     Nonpositive prompts are skipped without a worker; a worker that dies leaves runtime_error rows for
-    the repeats it did not report. The worker's stderr is appended to ``log_path`` when given.
+    the repeats it did not report. The worker's stderr is appended to ``log_path`` when given. The job goes to
+    the worker through its stdin and the rows come back through a pipe, so nothing is left on disk if either
+    side is killed; the worker dies with this process (``longctx.executors.process``).
     """
     repeats = list(range(cfg.repeats))
     identities = {r: base_row(cfg.method, cfg.prompt_len, cfg.output_len, r) for r in repeats}
     if cfg.prompt_len <= 0:
         return [status_row(identities[r], SKIPPED_NONPOSITIVE) for r in repeats]
-    with tempfile.TemporaryDirectory(prefix="longctx-cell-") as tmp:
-        job, out = Path(tmp) / "job.json", Path(tmp) / "rows.jsonl"
-        job.write_text(json.dumps(dataclasses.asdict(cfg)))
-        log = Path(log_path) if log_path else Path(tmp) / "worker.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a", encoding="utf-8") as err:
-            proc = subprocess.run(
-                [sys.executable, "-m", "longctx.attribution.worker", str(job), str(out)], stderr=err, check=False
-            )
-        rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a+", encoding="utf-8") if log_path else tempfile.TemporaryFile("w+") as err:
+        returncode, rows = _run_worker(cfg, err)
         done = {row["repeat"] for row in rows}
         if len(done) < len(repeats):
-            why = _crash_message(proc.returncode, log)
+            err.seek(0)
+            why = _crash_message(returncode, err.read())
             rows += [status_row(identities[r], f"runtime_error: {why}", why) for r in repeats if r not in done]
     return sorted(rows, key=lambda row: row["repeat"])
 
 
-def _crash_message(returncode: int, log: Path) -> str:
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    signal = f" (killed by signal {-returncode}; possibly out of memory)" if returncode < 0 else ""
-    return f"worker exited with code {returncode}{signal}: {lines[-1] if lines else 'no output'}"
+def _run_worker(cfg: TimeCellConfig, err) -> tuple[int | None, list[dict]]:
+    """Run the worker on ``cfg``; its exit code and the rows it reported (a half-written last row is dropped)."""
+    from longctx.executors.process import python_module, spawn, stop
+
+    rows_read, rows_write = os.pipe()
+    try:
+        worker = python_module("longctx.attribution.worker", "/dev/stdin", f"/dev/fd/{rows_write}")
+        proc = spawn(worker, stdin=subprocess.PIPE, stderr=err, pass_fds=(rows_write,), text=True)
+    finally:
+        os.close(rows_write)
+    rows = []
+    try:
+        with os.fdopen(rows_read, encoding="utf-8") as pipe:
+            with contextlib.suppress(BrokenPipeError):  # a worker that died at start: its exit code says why
+                proc.stdin.write(json.dumps(dataclasses.asdict(cfg)))
+                proc.stdin.close()
+            for line in pipe:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        return proc.wait(), rows
+    finally:
+        stop(proc)
+
+
+def _crash_message(returncode: int | None, log_text: str) -> str:
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    killed = f" (killed by signal {-returncode}; possibly out of memory)" if returncode and returncode < 0 else ""
+    return f"worker exited with code {returncode}{killed}: {lines[-1] if lines else 'no output'}"
 
 
 def run_cell(cfg: TimeCellConfig, inputs: dict, out_path: str | Path) -> dict:

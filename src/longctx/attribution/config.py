@@ -39,6 +39,20 @@ class AttributionSettings:
     def device_map(self) -> str:
         return "balanced" if self.cuda and "," in self.cuda else self.device
 
+    def load_model(self):
+        """The model and tokenizer these settings name, loaded for evaluation (``longctx.models.LoadedModel``)."""
+        from longctx.models import load_causal_lm
+
+        return load_causal_lm(
+            self.model,
+            dtype=self.dtype,
+            device=self.device,
+            cuda=self.cuda,
+            tokenizer=self.tokenizer,
+            seed=self.seed,
+            attn_implementation=self.attn_implementation,
+        )
+
 
 def _with_options(config, spec: MethodSpec) -> None:
     """Replace a dict (plan data, JSON) or None in ``config.options`` by the method's options instance."""

@@ -58,21 +58,13 @@ def explain(cfg: ExplainConfig, out: Path) -> dict:
     """Load the model, explain the target given the prompt, write the result JSON atomically; return it."""
     from longctx.attribution.method import method_spec
     from longctx.data.tokens import token_ids_sha256
-    from longctx.models import context_limit, load_causal_lm
+    from longctx.models import context_limit
     from longctx.provenance import observed_now, utc_now
     from longctx.results import atomic_write_json, build_result
 
     prompt = read_prompt(Path(cfg.prompt_file))
     started, before = utc_now(), observed_now()
-    lm = load_causal_lm(
-        cfg.model,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        cuda=cfg.cuda,
-        tokenizer=cfg.tokenizer,
-        seed=cfg.seed,
-        attn_implementation=cfg.attn_implementation,
-    )
+    lm = cfg.load_model()
     inputs = build_explain_inputs(cfg, lm.tokenizer, prompt)
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:

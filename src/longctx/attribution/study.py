@@ -77,6 +77,10 @@ class AttributionStudy:
     def is_baseline(self, config) -> bool:
         return False
 
+    def timing_group(self, cell: Cell) -> str:
+        """One time curve (outputs grow, or prompts grow): its table and figure set every method side by side."""
+        return f"attribution/{cell.group}"
+
     def describe_inputs(self, config) -> dict:
         from longctx.attribution.cell import describe_inputs
 

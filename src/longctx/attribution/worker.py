@@ -33,7 +33,7 @@ def failure_status(exc: BaseException) -> str:
 
 def prepare(cfg: TimeCellConfig):
     """Inputs and model for the cell; returns (inputs, None) when the cell exceeds the model's context."""
-    from longctx.models import context_limit, load_causal_lm, tokenizer_for
+    from longctx.models import context_limit, tokenizer_for
 
     tokenizer = tokenizer_for(cfg.model, cfg.tokenizer)
     text = load_sample(cfg).text
@@ -41,15 +41,7 @@ def prepare(cfg: TimeCellConfig):
     limit = context_limit(cfg.model)
     if limit is not None and inputs.total > limit:
         return inputs, None
-    lm = load_causal_lm(
-        cfg.model,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        cuda=cfg.cuda,
-        tokenizer=cfg.tokenizer,
-        seed=cfg.seed,
-        attn_implementation=cfg.attn_implementation,
-    )
+    lm = cfg.load_model()
     return inputs, lm
 
 

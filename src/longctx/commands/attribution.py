@@ -71,26 +71,32 @@ def _method_options(args, method: str):
 
 
 def _check_model_args(args) -> None:
-    """Fail fast (exit 2) on a bad dtype, GPU list or model path, before anything is loaded."""
-    from longctx.models import RANDOM_PREFIX, parse_dtype, resolve_model_dir
+    """Fail fast (exit 2) on a bad dtype, device, GPU list, model directory or RULER file, before anything is loaded."""
+    from longctx.commands.checks import check_device, check_model
+    from longctx.models import parse_dtype
+    from longctx.validate import validate_text_file
 
     parse_dtype(args.dtype)
+    check_device(getattr(args, "device", None))
     if args.cuda and not re.fullmatch(r"\d+(,\d+)*", args.cuda):
         raise UsageError(f"--cuda must be a comma-separated list of GPU indices, got {args.cuda!r}")
-    for spec in (args.model, args.tokenizer, getattr(args, "mlm_model", None)):
-        if spec and not spec.startswith(RANDOM_PREFIX):
-            resolve_model_dir(spec)
+    check_model(args.model)
+    check_model(args.tokenizer, weights=False)
+    check_model(getattr(args, "mlm_model", None))
+    if getattr(args, "ruler_file", None):
+        validate_text_file(args.ruler_file, "--ruler-file")
 
 
 def explain(args) -> int:
     """Write the attribution matrix of one prompt/target pair with its provenance block."""
     from longctx.attribution.config import ExplainConfig
     from longctx.attribution.explain import explain as run_explain
-    from longctx.attribution.explain import read_prompt
+    from longctx.validate import validate_output_file, validate_text_file
 
     cfg = build(ExplainConfig, args, options=_method_options(args, args.method))
-    read_prompt(Path(cfg.prompt_file))
+    validate_text_file(cfg.prompt_file, "--prompt-file")
     _check_model_args(args)
+    validate_output_file(args.out, inputs=[cfg.prompt_file])
     record = run_explain(cfg, Path(args.out))
     shape = (len(record["matrix"]), len(record["matrix"][0]) if record["matrix"] else 0)
     print(f"wrote {args.out}: {cfg.method} matrix {shape} in {record['metrics']['time_sec']:.2f}s")
@@ -100,8 +106,10 @@ def explain(args) -> int:
 def time_curve(args) -> int:
     """Run (or resume) the time curve into --output-dir, then print its summary."""
     from longctx.attribution.time_curve import SUMMARY_FILE, TimeCurve, length_grid, run_time_curve, summary_row
+    from longctx.validate import validate_results_dir
 
     _check_model_args(args)
+    validate_results_dir(args.output_dir, "--output-dir")
     if any(p <= 0 for p in args.input_lengths or []) or any(g <= 0 for g in args.output_lengths):
         raise UsageError("--input-lengths and --output-lengths must be positive")
     grid = length_grid(args.input_lengths, args.output_lengths, args.total_lengths)

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from longctx import knobs
-from longctx.errors import RunFailure, UsageError
+from longctx.commands.run import add_executor_flags, executor_choice, raise_if_failed
+from longctx.errors import UsageError
 
 DEFAULT_PAPER_DIR = "NeurIPS"
 
@@ -34,6 +35,7 @@ def register(sub) -> None:
     everything.add_argument(
         "--dry-run", action="store_true", help="print the plan, run nothing (or DRY_RUN=1)"
     )
+    add_executor_flags(everything)
     everything.set_defaults(func=all_command)
 
 
@@ -131,10 +133,11 @@ def all_command(args) -> int:
     paper_dir = _paper_dir(args)
     plan = _plan(args)
     results_dir = profile_dir(args.results_dir, plan.profile)
+    run_with = executor_choice(args)
     if args.dry_run or knobs.flag("DRY_RUN"):
-        run_plan(plan, results_dir, dry_run=True)
+        run_plan(plan, results_dir, dry_run=True, **run_with)
         return 0
-    run = run_plan(plan, results_dir)
+    run = run_plan(plan, results_dir, **run_with)
     report = _generate("tables", plan, args).merge(_generate("figures", plan, args))
     missing_tools = missing_tex_tools()
     if missing_tools:
@@ -143,6 +146,5 @@ def all_command(args) -> int:
         print(f"building {paper_dir / 'main.pdf'} (latexmk)")
         print(f"built {build_pdf(paper_dir)}")
     print_missing(report.missing, report.notes)
-    if run.failures:
-        raise RunFailure(f"{len(run.failures)} cell(s) failed: {', '.join(sorted(run.failures))}")
+    raise_if_failed(run)
     return 0

@@ -23,6 +23,18 @@ def register(sub) -> None:
     p.set_defaults(func=run_eval)
 
 
+def check_eval_inputs(cfg: StreamingEvalConfig, out: str) -> None:
+    """Device, model directory, text file and --out (not a directory, writable, not the input), before any work."""
+    from longctx.commands.checks import check_device, check_model
+    from longctx.validate import validate_output_file, validate_text_file
+
+    check_device(cfg.device)
+    check_model(cfg.model)
+    check_model(cfg.tokenizer, weights=False)
+    validate_text_file(cfg.text_file, "--text-file")
+    validate_output_file(out, inputs=[cfg.text_file])
+
+
 def run_eval(args) -> int:
     """Validate, describe inputs, run the cell, print a one-line summary; exit code 0."""
     from longctx.models import parse_dtype
@@ -31,6 +43,7 @@ def run_eval(args) -> int:
     cfg = build(StreamingEvalConfig, args)
     budget = resolve_budget(cfg)
     parse_dtype(cfg.dtype)
+    check_eval_inputs(cfg, args.out)
     inputs = describe_inputs(cfg)
     impl = "compiled" if cfg.compile else cfg.impl
     print(

@@ -194,28 +194,34 @@ def _row_label(view: ResultView, cell: Cell, result: StoredResult | None, text: 
     return text
 
 
+def _pg19_blocks(view: ResultView, group: str, row) -> list[list[list[str]]]:
+    """One block of rows per protocol, each row led by its protocol (first row only) and measured against that
+    protocol's PG19 recompute baseline; ``row(cell, result, baseline)`` gives the other columns."""
+    blocks = []
+    for protocol, cells in by_protocol(view.group(group)):
+        baseline = _baseline(view, "pg19", protocol)
+        rows = [row(cell, view.get(cell), baseline) for cell in cells]
+        blocks.append([[protocol if i == 0 else "", *cols] for i, cols in enumerate(rows)])
+    return blocks
+
+
 def ablations_table(view: ResultView) -> Table:
     """Lazy vs strict at equal S, the σ and δ knobs on and off, and the sink count (PG19), per protocol."""
-    blocks, marks = [], []
-    for protocol, cells in by_protocol(view.group("ablations")):
-        baseline = _baseline(view, "pg19", protocol)
-        rows = []
-        for cell in cells:
-            result = view.get(cell)
-            rows.append(
-                [
-                    protocol if not rows else "",
-                    _row_label(view, cell, result, escape(cell.labels["row"]), marks),
-                    _knob(cell, "n_sink"),
-                    _window(result),
-                    _knob(cell, "compress_every"),
-                    _knob(cell, "cache_slack"),
-                    _knob(cell, "max_drop"),
-                    *quality_speed_cells(view, cell, result, baseline),
-                    _cache_stat(result, "max_attention_len"),
-                ]
-            )
-        blocks.append(rows)
+    marks: list[str] = []
+
+    def row(cell: Cell, result: StoredResult | None, baseline) -> list[str]:
+        return [
+            _row_label(view, cell, result, escape(cell.labels["row"]), marks),
+            _knob(cell, "n_sink"),
+            _window(result),
+            _knob(cell, "compress_every"),
+            _knob(cell, "cache_slack"),
+            _knob(cell, "max_drop"),
+            *quality_speed_cells(view, cell, result, baseline),
+            _cache_stat(result, "max_attention_len"),
+        ]
+
+    blocks = _pg19_blocks(view, "ablations", row)
     return Table(
         name="ablations",
         caption="Ablations on PG19 under one total budget "
@@ -254,24 +260,19 @@ SWEEPS = {
 def sweep_table(view: ResultView, group: str) -> Table:
     """One knob of Lazy Pruning swept on PG19, the others at their main-table values, per protocol."""
     knob, symbol, description = SWEEPS[group]
-    blocks, marks = [], []
-    for protocol, cells in by_protocol(view.group(group)):
-        baseline = _baseline(view, "pg19", protocol)
-        rows = []
-        for cell in cells:
-            result = view.get(cell)
-            rows.append(
-                [
-                    protocol if not rows else "",
-                    _row_label(view, cell, result, str(cell.config[knob]), marks),
-                    str(cell.config["cache_slack"]),
-                    _window(result),
-                    *quality_speed_cells(view, cell, result, baseline),
-                    _cache_stat(result, "prune_events"),
-                    _cache_stat(result, "max_attention_len"),
-                ]
-            )
-        blocks.append(rows)
+    marks: list[str] = []
+
+    def row(cell: Cell, result: StoredResult | None, baseline) -> list[str]:
+        return [
+            _row_label(view, cell, result, str(cell.config[knob]), marks),
+            str(cell.config["cache_slack"]),
+            _window(result),
+            *quality_speed_cells(view, cell, result, baseline),
+            _cache_stat(result, "prune_events"),
+            _cache_stat(result, "max_attention_len"),
+        ]
+
+    blocks = _pg19_blocks(view, group, row)
     return Table(
         name=group,
         caption=f"Lazy Pruning on PG19: sweep of the {description}. " + SPEEDUP_DEF,

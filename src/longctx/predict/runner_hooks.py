@@ -1,11 +1,12 @@
-"""What the plan runner asks the predictor (to be wired into ``longctx.runner``).
+"""What the plan runner (``longctx.runner``) asks the predictor.
 
 * ``target_gpu(env)``: the GPU predictions are for: ``PREDICT_GPU`` (a name of ``gpus.GPUS``), else the
   visible GPU when it is in the table, else None (no predictions).
 * ``dry_run_note(cell, gpu)``: the line ``DRY_RUN=1`` prints beside a cell: predicted peak and roofline time.
 * ``skip_prediction(cell, gpu, env)``: the prediction of a cell that must not be launched (predicted not to
-  fit; ``RUN_PREDICTED_OOM=1`` launches it anyway), else None; ``predicted_oom_record`` is what the runner
-  stores for it (status ``predicted_oom``).
+  fit; ``RUN_PREDICTED_OOM=1`` launches it anyway), else None; ``held_back`` is the runner's call: the cell's
+  outcome ``predicted_oom`` goes in the run report (no result file is written); ``predicted_oom_record`` is
+  what a stored result for it would hold.
 * ``prediction_block(prediction, measured_status, measured_peak_bytes)``: the block a measured result
   carries (``result["prediction"]``): the prediction, and for a measured OOM whether it was predicted.
 """
@@ -57,6 +58,18 @@ def skip_prediction(cell: Cell, gpu: GpuSpec | None, env: Mapping[str, str]) -> 
         return None
     prediction = predict_cell(cell, gpu)
     return prediction if prediction.status == "oom" else None
+
+
+def held_back(cell: Cell, gpu: GpuSpec | None, env: Mapping[str, str], report) -> bool:
+    """Whether the runner must not launch ``cell`` (predicted not to fit); if so its outcome goes in ``report``."""
+    from longctx.executors.cells import Outcome
+
+    prediction = skip_prediction(cell, gpu, env)
+    if prediction is None:
+        return False
+    report.add(Outcome(cell.id, PREDICTED_OOM, f"{summary(prediction)} (RUN_PREDICTED_OOM=1 runs it)"))
+    print(f"not launched {cell.id}: {summary(prediction)} (RUN_PREDICTED_OOM=1 runs it)", flush=True)
+    return True
 
 
 def predicted_oom_record(prediction: Prediction) -> dict:

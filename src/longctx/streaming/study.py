@@ -125,6 +125,10 @@ class StreamingStudy:
     def is_baseline(self, config: StreamingEvalConfig) -> bool:
         return config.method == BASELINE_METHOD
 
+    def timing_group(self, cell: Cell) -> str:
+        """A dataset's cells: every table computes speedups against that dataset's recompute baseline."""
+        return f"streaming/{cell.labels['dataset']}"
+
     def describe_inputs(self, config: StreamingEvalConfig) -> dict:
         from longctx.streaming.cell import describe_inputs
 
