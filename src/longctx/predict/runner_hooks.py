@@ -5,10 +5,9 @@
 * ``dry_run_note(cell, gpu)``: the line ``DRY_RUN=1`` prints beside a cell: predicted peak and roofline time.
 * ``skip_prediction(cell, gpu, env)``: the prediction of a cell that must not be launched (predicted not to
   fit; ``RUN_PREDICTED_OOM=1`` launches it anyway), else None; ``held_back`` is the runner's call: the cell's
-  outcome ``predicted_oom`` goes in the run report (no result file is written); ``predicted_oom_record`` is
-  what a stored result for it would hold.
-* ``prediction_block(prediction, measured_status, measured_peak_bytes)``: the block a measured result
-  carries (``result["prediction"]``): the prediction, and for a measured OOM whether it was predicted.
+  outcome ``predicted_oom`` goes in the run report (no result file is written: the next run predicts again).
+* ``annotate_oom(cell, result, path, env)``: a measured OOM's result gets ``result["prediction"]``
+  (``prediction_block``: the prediction, and whether it said OOM) when a target GPU is known.
 """
 
 from __future__ import annotations
@@ -72,11 +71,6 @@ def held_back(cell: Cell, gpu: GpuSpec | None, env: Mapping[str, str], report) -
     return True
 
 
-def predicted_oom_record(prediction: Prediction) -> dict:
-    """The status and metrics a skipped cell's result records."""
-    return {"status": PREDICTED_OOM, "prediction": prediction.as_dict(), "note": summary(prediction)}
-
-
 def prediction_block(prediction: Prediction, measured_status: str, measured_peak_bytes: int | None) -> dict:
     """The prediction beside a measurement; for a measured OOM, whether the prediction said so."""
     block = {"predicted": prediction.as_dict(), "measured_status": measured_status}
@@ -85,3 +79,14 @@ def prediction_block(prediction: Prediction, measured_status: str, measured_peak
     if measured_status.startswith("oom"):
         block["oom_predicted"] = prediction.status == "oom"
     return block
+
+
+def annotate_oom(cell: Cell, result: dict, path, env: Mapping[str, str]) -> None:
+    """Store the prediction beside a measured OOM (rewriting the result atomically) when a target GPU is known."""
+    from longctx.results import atomic_write_json
+
+    gpu = target_gpu(env)
+    if gpu is None:
+        return
+    result["prediction"] = prediction_block(predict_cell(cell, gpu), str(result["status"]), None)
+    atomic_write_json(path, result)
