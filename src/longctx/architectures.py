@@ -45,6 +45,24 @@ QWEN3_8B = dict(
     eos_token_id=151645,
 )
 
+# allenai/longformer-base-4096 config.json: ReAGent's masked LM (fp32, 148.7M parameters).
+LONGFORMER_BASE_4096 = dict(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    attention_window=[512] * 12,
+    max_position_embeddings=4098,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    bos_token_id=0,
+    pad_token_id=1,
+    eos_token_id=2,
+    sep_token_id=2,
+)
+
 # Tiny smoke models: same families and the same structural quirks (partial rotary; GQA + q/k norm).
 TINY_VOCAB = 1024
 TINY_GPT_NEOX = dict(

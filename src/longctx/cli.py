@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "longctx.commands.assets",
     "longctx.commands.bench",
     "longctx.commands.docs",
+    "longctx.commands.predict",
     "longctx.commands.claims",
 )
 

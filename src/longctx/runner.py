@@ -165,6 +165,7 @@ def run_plan(
     ``stop_after(result)`` may return a reason to stop after a cell (its result is kept): RunFailure.
     """
     from longctx.estimate import estimate, time_limit_s
+    from longctx.predict import runner_hooks
     from longctx.validate import validate_results_dir
 
     env = os.environ if env is None else env
@@ -184,8 +185,9 @@ def run_plan(
     report = RunReport(retry=retry_command())
     cells = plan.unique_cells()
     print(f"plan {plan.profile}: {len(cells)} cells ({plan.description})")
+    gpu = runner_hooks.target_gpu(env)  # PREDICT_GPU or the visible GPU: predictions shown / OOM cells held back
     if dry_run:
-        return _dry_run(cells, plan, ctx, report)
+        return _dry_run(cells, plan, ctx, report, gpu)
     validate_results_dir(results_dir)
     if executor == "slurm":
         from longctx.executors.slurm import SlurmSettings, require_slurm
@@ -196,6 +198,8 @@ def run_plan(
     tasks = []
     for cell in cells:
         task = _assess_here(cell, ctx, report)
+        if task is not None and runner_hooks.held_back(cell, gpu, env, report):
+            continue
         if task is not None:
             tasks.append(dataclasses.replace(task, limit_s=time_limit_s(estimate(plan, cell).seconds)))
     if tasks:
@@ -248,8 +252,9 @@ def _assess_here(cell: Cell, ctx: RunContext, report: RunReport) -> Task | None:
     return Task(cell, 0.0, a.expected_hash)
 
 
-def _dry_run(cells: list[Cell], plan: Plan, ctx: RunContext, report: RunReport) -> RunReport:
-    """Print what would run and a time estimate; touches nothing (missing local inputs are reported, not made)."""
+def _dry_run(cells: list[Cell], plan: Plan, ctx: RunContext, report: RunReport, gpu=None) -> RunReport:
+    """Print what would run and a time estimate, with each cell's predicted peak and roofline time on ``gpu``;
+    touches nothing (missing local inputs are reported, not made)."""
     from longctx.estimate import estimate
 
     for cell in cells:
@@ -260,6 +265,10 @@ def _dry_run(cells: list[Cell], plan: Plan, ctx: RunContext, report: RunReport) 
             action, why = "run", f"inputs not prepared yet: {exc}"
         report.actions[cell.id] = action
         print(f"  {action:12s} {cell.id}" + (f"  ({why})" if why else ""))
+        if gpu is not None:
+            from longctx.predict.runner_hooks import dry_run_note
+
+            print(f"  {'':12s} {dry_run_note(cell, gpu)}")
     to_run = [c for c in cells if report.actions[c.id] == "run"]
     est = sum(estimate(plan, c).seconds for c in to_run)
     print(f"dry run: {len(to_run)} cells would run (rough estimate {duration(est)}); nothing was run or written")

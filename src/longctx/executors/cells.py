@@ -259,6 +259,10 @@ def _measure(cell: Cell, a: Assessment, ctx: RunContext, debug: bool) -> Outcome
     seconds = time.perf_counter() - started
     status = str(result.get("status", "ok"))
     state = state_of(status)
+    if is_oom(status):
+        from longctx.predict.runner_hooks import annotate_oom
+
+        annotate_oom(cell, result, a.path, os.environ)
     log_event(ctx.results_dir, "end", cell.id, state=state, status=status, seconds=round(seconds, 3))
     detail = "" if state == RAN else status.splitlines()[0][:300]
     return Outcome(cell.id, state, (detail + (f"; {a.note}" if a.note else "")).strip("; "), seconds)

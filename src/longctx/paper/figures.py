@@ -28,6 +28,7 @@ from longctx.paper.attribution_tables import (  # noqa: E402
     series_label,
     shows_original,
 )
+from longctx.paper.prediction_tables import ROOFLINE_LABEL, ROOFLINE_STYLE, draw_roofline, roofline_points  # noqa: E402
 from longctx.paper.store import Report, ResultView  # noqa: E402
 from longctx.plan import Plan  # noqa: E402
 
@@ -93,6 +94,7 @@ def sweep_r_figure(view: ResultView, out: Path) -> Path:
     return save(fig, out / "sweep_R.pdf")
 
 
+ROOFLINE = "roofline"  # the legend entry of the predicted lower bounds (drawn per method and protocol)
 SERIES_STYLES = {"efficient": ("o", "-"), "reference": ("s", "--"), ORIGINAL: ("x", ":")}  # marker, line
 
 
@@ -104,7 +106,13 @@ def series_style(series: str) -> dict:
 def legend_handles(methods: list[str], colors: list[str], series: list[str]) -> list[Line2D]:
     """One colour entry per method, then one black entry per line style (series) drawn."""
     handles = [Line2D([], [], color=colors[i % len(colors)], label=method_label(m)) for i, m in enumerate(methods)]
-    return handles + [Line2D([], [], color="black", label=series_label(s), **series_style(s)) for s in series]
+    styles = [
+        Line2D([], [], color="black", label=ROOFLINE_LABEL, **ROOFLINE_STYLE)
+        if s == ROOFLINE
+        else Line2D([], [], color="black", label=series_label(s), **series_style(s))
+        for s in series
+    ]
+    return handles + styles
 
 
 def series_points(view: ResultView, curve: Curve, grid, method: str, series: str):
@@ -136,6 +144,7 @@ def attribution_figure(view: ResultView, curve: Curve, out: Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(6.5, 2.6))
     plotted, missing, used_series = False, False, []
+    roofline = roofline_points("full", curve.varies) if shows_original(view) else {}  # predictions, full only
     for index, method in enumerate(grid.methods):
         series = grid.series(method) + ([ORIGINAL] if shows_original(view) else [])
         for name in series:
@@ -149,6 +158,8 @@ def attribution_figure(view: ResultView, curve: Curve, out: Path) -> Path:
             style = {"color": colors[index % len(colors)], "linewidth": 0.9, **series_style(name)}
             ax_time.plot(xs, times, **style)
             ax_mem.plot(xs, mems, **style)
+            if draw_roofline(ax_time, roofline, method, name, style["color"]) and ROOFLINE not in used_series:
+                used_series.append(ROOFLINE)
     if plotted:
         for ax in (ax_time, ax_mem):
             ax.set_xscale("log")

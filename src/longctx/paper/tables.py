@@ -12,6 +12,7 @@ from longctx.paper.attribution_tables import attribution_tables
 from longctx.paper.fidelity_tables import claims_tex, departures_tex
 from longctx.paper.latex import escape
 from longctx.paper.macros import environment_tex, macros_tex, profile_tex
+from longctx.paper.prediction_tables import compare_original_table
 from longctx.paper.render import Table
 from longctx.paper.store import Report, ResultView
 from longctx.paper.streaming_tables import streaming_tables
@@ -41,7 +42,8 @@ def generate_tables(plan: Plan, results_dir: str | Path, out_dir: str | Path) ->
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     view = ResultView(plan, results_dir)
-    for table in [*streaming_tables(view), *attribution_tables(view), negative_results_table(plan)]:
+    tables = [*streaming_tables(view), *attribution_tables(view), negative_results_table(plan)]
+    for table in [*tables, compare_original_table()]:
         table.write(out_dir)
     for name, text in (
         ("macros", macros_tex(view)),
