@@ -1,7 +1,8 @@
 """What one cell is expected to need: wall time, GPUs and host memory.
 
 ``estimate`` is the one place the executors ask (Slurm sizes each job from it, claims take their time limit from
-it). Today it reads the plan's rough ``est_seconds_per_cell``; a scale prediction can replace this one function.
+it). It reads the plan's rough ``est_seconds_per_cell``: ``longctx predict`` gives a roofline lower bound, which
+would make time limits too short.
 """
 
 from __future__ import annotations
