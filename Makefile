@@ -16,7 +16,7 @@ PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 EXECUTOR ?=
 JOBS ?=
 
-.PHONY: help setup texlive test test-compat lint smoke baseline experiments tables figures pdf paper check bench lock clean \
+.PHONY: help setup texlive test test-fast test-compat lint smoke baseline experiments tables figures pdf paper check bench lock clean \
         docker-build docker-run docker-pin
 
 help: ## list the verbs
@@ -33,6 +33,9 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 
 test: $(STAMP) ## run the test suite (CPU, no network)
 	$(PY) -m pytest
+
+test-fast: $(STAMP) ## the unit tests only: no end-to-end pipeline, no Slurm jobs
+	$(PY) -m pytest -m "not e2e and not slurm"
 
 TRANSFORMERS_MIN ?= 5.17.0
 COMPAT_VENV ?= .venv-compat
