@@ -62,6 +62,16 @@ def test_attribution_timing_shapes_need_a_gpu(capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("shapes", "seconds"), [("cpu", 10), ("timing", 120)])
+def test_attribution_bench_plan_carries_its_own_time_estimate(shapes, seconds):
+    """The runner's progress line and time limits read the bench's estimate, not the 10-minute default."""
+    from longctx.bench.attribution import bench_plan
+    from longctx.estimate import DEFAULT_SECONDS, estimate
+
+    plan = bench_plan(shapes)
+    assert {estimate(plan, cell).seconds for cell in plan.cells} == {seconds} != {DEFAULT_SECONDS}
+
+
 def test_streaming_bench_reports_every_variant_against_the_floor():
     cfg = StreamingBenchConfig(
         **{

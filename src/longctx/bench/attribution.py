@@ -38,6 +38,7 @@ CPU = {
     "repeats": 2,
     "warmup": 1,
 }
+EST_SECONDS_PER_CELL = {"timing": 120, "cpu": 10}  # rough, for the runner's progress line and time limits
 FLASHTRACE, IFR = "ifr_multi_hop", "ifr_all_positions"
 HEADLINE_LEN = 5000
 
@@ -57,7 +58,13 @@ def bench_plan(shapes: str) -> Plan:
         for method, lengths in spec["grid"].items()
         for output_len in lengths
     ]
-    return Plan(profile=f"bench-{shapes}", description=f"attribution bench ({shapes} shapes)", assets={}, cells=cells)
+    return Plan(
+        profile=f"bench-{shapes}",
+        description=f"attribution bench ({shapes} shapes)",
+        assets={},
+        cells=cells,
+        est_seconds={"attribution": EST_SECONDS_PER_CELL[shapes]},
+    )
 
 
 def run_attribution_bench(shapes: str, out_dir: str | Path) -> tuple[dict, dict]:
